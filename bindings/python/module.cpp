@@ -1,0 +1,120 @@
+// normgen._normgen: the C++ runtime API for the `normgen` Python package.
+// Tensors cross as (data pointer, dtype name, shape, strides in elements) tuples built
+// by normgen/_arrays.py, so this module knows neither numpy nor torch. Validation and
+// kernels run with the GIL released; a failed Status raises ValueError / TypeError /
+// RuntimeError with the runtime's message.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "normgen/normgen.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace py = pybind11;
+using normgen::DType;
+using normgen::Status;
+using normgen::TensorView;
+
+namespace {
+
+using ViewSpec = std::tuple<uintptr_t, std::string, std::vector<int64_t>, std::vector<int64_t>>;
+using OptSpec = std::optional<ViewSpec>;
+
+DType dtype_from(const std::string &s) {
+    if (s == "f32") return DType::f32;
+    if (s == "f16") return DType::f16;
+    if (s == "bf16") return DType::bf16;
+    throw py::type_error("unsupported dtype '" + s + "'");
+}
+
+TensorView view(const ViewSpec &v) {
+    const auto &[ptr, dtype, shape, strides] = v;
+    return TensorView::strided(reinterpret_cast<void *>(ptr), dtype_from(dtype), shape, strides);
+}
+
+// Optional tensors keep a stable address for the call.
+struct Opt {
+    std::optional<TensorView> v;
+    explicit Opt(const OptSpec &s) {
+        if (s) v = view(*s);
+    }
+    const TensorView *get() const { return v ? &*v : nullptr; }
+};
+
+void raise_if_error(const Status &s) {
+    switch (s.code()) {
+    case Status::Code::ok: return;
+    case Status::Code::invalid_argument: throw py::value_error(s.message());
+    case Status::Code::type_error: throw py::type_error(s.message());
+    case Status::Code::runtime_error: throw std::runtime_error(s.message());
+    }
+}
+
+template <typename F>
+void call(F &&f) {
+    Status s;
+    {
+        py::gil_scoped_release release;
+        s = f();
+    }
+    raise_if_error(s);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_normgen, m) {
+    m.doc() = "normgen C++ runtime (use the normgen package, not this module)";
+
+    m.def("layer_norm_forward", [](const ViewSpec &x, const std::vector<int64_t> &ns, const OptSpec &w,
+                                   const OptSpec &b, double eps, const ViewSpec &y, const OptSpec &mean,
+                                   const OptSpec &rstd) {
+        TensorView xv = view(x), yv = view(y);
+        Opt wv(w), bv(b), mv(mean), rv(rstd);
+        call([&] { return normgen::layer_norm_forward(xv, ns, wv.get(), bv.get(), eps, yv, mv.get(), rv.get()); });
+    });
+    m.def("layer_norm_backward", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &mean,
+                                    const ViewSpec &rstd, const std::vector<int64_t> &ns, const OptSpec &w,
+                                    const ViewSpec &dx, const OptSpec &dw, const OptSpec &db) {
+        TensorView dyv = view(dy), xv = view(x), mv = view(mean), rv = view(rstd), dxv = view(dx);
+        Opt wv(w), dwv(dw), dbv(db);
+        call([&] { return normgen::layer_norm_backward(dyv, xv, mv, rv, ns, wv.get(), dxv, dwv.get(), dbv.get()); });
+    });
+    m.def("rms_norm_forward", [](const ViewSpec &x, const std::vector<int64_t> &ns, const OptSpec &w,
+                                 std::optional<double> eps, const ViewSpec &y, const OptSpec &rstd) {
+        TensorView xv = view(x), yv = view(y);
+        Opt wv(w), rv(rstd);
+        call([&] { return normgen::rms_norm_forward(xv, ns, wv.get(), eps, yv, rv.get()); });
+    });
+    m.def("rms_norm_backward", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &rstd,
+                                  const std::vector<int64_t> &ns, const OptSpec &w, const ViewSpec &dx,
+                                  const OptSpec &dw) {
+        TensorView dyv = view(dy), xv = view(x), rv = view(rstd), dxv = view(dx);
+        Opt wv(w), dwv(dw);
+        call([&] { return normgen::rms_norm_backward(dyv, xv, rv, ns, wv.get(), dxv, dwv.get()); });
+    });
+
+    m.def("set_num_threads", &normgen::set_num_threads, py::arg("n"),
+          "Set the CPU worker threads (n < 1: the default); returns the previous value.");
+    m.def("num_threads", &normgen::num_threads);
+    m.def("last_kernel", [] { return std::string(normgen::last_kernel()); },
+          "Name of the kernel the last call on this thread ran.");
+    m.def("kernels", [] {
+        py::list out;
+        for (const auto &k : normgen::kernels()) {
+            py::dict d;
+            d["name"] = k.name;
+            d["op"] = k.op;
+            d["dir"] = k.dir;
+            d["dtype"] = k.dtype;
+            d["layout"] = k.layout;
+            d["variant"] = k.variant;
+            d["cols"] = k.cols;
+            d["target"] = k.target;
+            d["schedule"] = k.schedule;
+            out.append(d);
+        }
+        return out;
+    }, "The kernel table: one dict per kernel built from generators/kernels.list.");
+}

@@ -1,0 +1,11 @@
+"""normgen: ahead-of-time generated normalization kernels (Halide), torch-compatible.
+
+>>> import normgen as ng
+>>> y = ng.layer_norm(x, (1024,), weight, bias)
+"""
+from ._normgen import kernels, last_kernel, num_threads, set_num_threads
+from .functional import *  # noqa: F401,F403
+from .functional import __all__ as _functional_all
+
+__all__ = list(_functional_all) + ["kernels", "last_kernel", "num_threads", "set_num_threads"]
+__version__ = "0.1.0"

@@ -1,0 +1,81 @@
+"""Array plumbing: numpy arrays and CPU torch tensors in, the same container out.
+
+A tensor crosses into the C++ runtime as ``(data pointer, dtype, shape, strides)``
+with strides in elements; the runtime validates everything else (shapes, dtypes,
+aliasing) and raises with the argument's name.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:  # torch is optional at import time: numpy-only users need not install it
+    import torch
+except ImportError:  # pragma: no cover - exercised only without torch
+    torch = None
+
+_NP_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}
+_TORCH_DTYPES = {}
+if torch is not None:
+    _TORCH_DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+
+
+def is_torch(a) -> bool:
+    return torch is not None and isinstance(a, torch.Tensor)
+
+
+def spec(a, name: str):
+    """The runtime's view of array ``a``; TypeError naming ``name`` if unsupported."""
+    if is_torch(a):
+        if a.device.type != "cpu":
+            raise TypeError(f"{name} is on device {a.device}, but this normgen build has only CPU kernels")
+        if a.dtype not in _TORCH_DTYPES:
+            raise TypeError(f"Expected {name} of dtype float32, float16 or bfloat16, but got {a.dtype}")
+        return (a.data_ptr(), _TORCH_DTYPES[a.dtype], tuple(a.shape), tuple(a.stride()))
+    if isinstance(a, np.ndarray):
+        dt = _NP_DTYPES.get(a.dtype)
+        if dt is None:
+            raise TypeError(f"Expected {name} of dtype float32 or float16 (bfloat16 via torch), but got {a.dtype}")
+        item = a.itemsize
+        if any(s % item for s in a.strides):
+            raise ValueError(f"{name} has strides {a.strides} that are not a multiple of its item size {item}")
+        return (a.__array_interface__["data"][0], dt, a.shape, tuple(s // item for s in a.strides))
+    raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(a).__name__}")
+
+
+def opt_spec(a, name: str):
+    return None if a is None else spec(a, name)
+
+
+def empty_like(x, shape=None):
+    """A new output in x's container and dtype; with x's shape, also x's memory format."""
+    if is_torch(x):
+        if shape is None:
+            return torch.empty_like(x)  # preserve_format: channels-last stays channels-last
+        return torch.empty(shape, dtype=x.dtype, device=x.device)
+    if shape is None:
+        return np.empty_like(x)
+    return np.empty(shape, dtype=x.dtype)
+
+
+def empty_stats(x, shape):
+    """A float32 statistics output in x's container."""
+    if is_torch(x):
+        return torch.empty(shape, dtype=torch.float32, device=x.device)
+    return np.empty(shape, dtype=np.float32)
+
+
+def shape_tuple(normalized_shape, name: str = "normalized_shape"):
+    if isinstance(normalized_shape, (int, np.integer)):
+        return (int(normalized_shape),)
+    try:
+        out = tuple(int(d) for d in normalized_shape)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple/list of ints, got {type(normalized_shape).__name__}")
+    return out
+
+
+def check_same_container(x, name: str, other):
+    """Parameters and gradients must be the same kind of array as x."""
+    if other is not None and is_torch(other) != is_torch(x):
+        kind = "torch tensor" if is_torch(x) else "numpy array"
+        raise TypeError(f"{name} must be a {kind} like x, got {type(other).__name__}")

@@ -1,0 +1,111 @@
+"""Functional ops mirroring ``torch.nn.functional``, with explicit forward/backward.
+
+Every op has ``OP`` (the output only), ``OP_forward`` (the output and what the
+backward needs) and ``OP_backward`` (gradients for every array input and
+parameter), following the calling conventions of normgen's design document.
+"""
+from __future__ import annotations
+
+from . import _normgen
+from ._arrays import check_same_container, empty_like, empty_stats, opt_spec, shape_tuple, spec
+
+__all__ = [
+    "layer_norm", "layer_norm_forward", "layer_norm_backward",
+    "rms_norm", "rms_norm_forward", "rms_norm_backward",
+]
+
+
+def _stat_shape(x, k):
+    # torch's native_layer_norm shape: the leading dims, then ones for the normalized dims.
+    return tuple(x.shape[: len(x.shape) - k]) + (1,) * k if len(x.shape) >= k else (0,)
+
+
+def _float_eps(eps, name="eps"):
+    if isinstance(eps, bool):
+        raise TypeError(f"{name} must be a float, got bool")
+    try:
+        return float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a float, got {type(eps).__name__}") from None
+
+
+def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """LayerNorm over the trailing ``normalized_shape`` dims, keeping the statistics.
+
+    Parameters
+    ----------
+    x : array (*, *normalized_shape), float32/float16 (numpy) or also bfloat16 (torch)
+    normalized_shape : int or tuple of ints
+    weight, bias : arrays of shape ``normalized_shape`` and x's dtype, optional
+    eps : float > 0
+
+    Returns
+    -------
+    y : x's shape, dtype and container
+    mean, rstd : float32, shape ``x.shape[:-k] + (1,) * k`` (k = len(normalized_shape))
+    """
+    ns = shape_tuple(normalized_shape)
+    for n, a in (("weight", weight), ("bias", bias)):
+        check_same_container(x, n, a)
+    xs = spec(x, "x")
+    y = empty_like(x)
+    mean = empty_stats(x, _stat_shape(x, len(ns)))
+    rstd = empty_stats(x, _stat_shape(x, len(ns)))
+    _normgen.layer_norm_forward(xs, ns, opt_spec(weight, "weight"), opt_spec(bias, "bias"), _float_eps(eps),
+                                spec(y, "y"), spec(mean, "mean"), spec(rstd, "rstd"))
+    return y, mean, rstd
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """``torch.nn.functional.layer_norm``: see :func:`layer_norm_forward`."""
+    return layer_norm_forward(x, normalized_shape, weight, bias, eps)[0]
+
+
+def layer_norm_backward(dy, x, mean, rstd, normalized_shape, weight=None):
+    """Gradients of LayerNorm: ``(dx, dweight, dbias)``; dweight/dbias are None without weight.
+
+    ``mean`` and ``rstd`` are the statistics ``layer_norm_forward`` returned.
+    """
+    ns = shape_tuple(normalized_shape)
+    for n, a in (("dy", dy), ("weight", weight)):
+        check_same_container(x, n, a)
+    dx = empty_like(x)
+    dweight = empty_like(x, ns) if weight is not None else None
+    dbias = empty_like(x, ns) if weight is not None else None
+    _normgen.layer_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(mean, "mean"), spec(rstd, "rstd"), ns,
+                                 opt_spec(weight, "weight"), spec(dx, "dx"), opt_spec(dweight, "dweight"),
+                                 opt_spec(dbias, "dbias"))
+    return dx, dweight, dbias
+
+
+def rms_norm_forward(x, normalized_shape, weight=None, eps=None):
+    """RMSNorm ``y = x * rsqrt(mean(x^2) + eps) * weight``, keeping ``rstd``.
+
+    ``eps=None`` uses the machine epsilon of x's dtype, as torch does.
+    Returns ``(y, rstd)``, rstd float32 of shape ``x.shape[:-k] + (1,) * k``.
+    """
+    ns = shape_tuple(normalized_shape)
+    check_same_container(x, "weight", weight)
+    xs = spec(x, "x")
+    y = empty_like(x)
+    rstd = empty_stats(x, _stat_shape(x, len(ns)))
+    _normgen.rms_norm_forward(xs, ns, opt_spec(weight, "weight"), None if eps is None else _float_eps(eps),
+                              spec(y, "y"), spec(rstd, "rstd"))
+    return y, rstd
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None):
+    """``torch.nn.functional.rms_norm``: see :func:`rms_norm_forward`."""
+    return rms_norm_forward(x, normalized_shape, weight, eps)[0]
+
+
+def rms_norm_backward(dy, x, rstd, normalized_shape, weight=None):
+    """Gradients of RMSNorm: ``(dx, dweight)``; dweight is None without weight."""
+    ns = shape_tuple(normalized_shape)
+    for n, a in (("dy", dy), ("weight", weight)):
+        check_same_container(x, n, a)
+    dx = empty_like(x)
+    dweight = empty_like(x, ns) if weight is not None else None
+    _normgen.rms_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(rstd, "rstd"), ns, opt_spec(weight, "weight"),
+                               spec(dx, "dx"), opt_spec(dweight, "dweight"))
+    return dx, dweight

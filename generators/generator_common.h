@@ -1,0 +1,47 @@
+// Helpers shared by the generator families: buffer layout constraints and schedule
+// selection. Generators declare inputs/outputs and glue algorithm to schedule.
+#pragma once
+
+#include "Halide.h"
+#include "algorithms/common.h"
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace normgen::gen {
+
+// The memory layouts a kernel can be specialized for.
+//   contig:  dim 0 has unit stride (the fast path: vector loads and stores)
+//   strided: any strides (the generic path; still correct, slower)
+inline bool unit_stride_layout(const std::string &layout) {
+    if (layout == "contig") return true;
+    if (layout == "strided") return false;
+    throw std::invalid_argument("normgen: unknown layout '" + layout + "' (expected contig or strided)");
+    return false;
+}
+
+// Constrain (or free) the innermost stride of every buffer argument of a kernel.
+template <typename T>
+void set_inner_stride(T &param, bool unit) {
+    if (unit) {
+        param.dim(0).set_stride(1);
+    } else {
+        param.dim(0).set_stride(Halide::Expr());
+    }
+}
+
+// Tie the row-major output's bounds to the input's extents (n columns, `rows` rows)
+// and the per-row statistics output to `rows`, so fused loops share their bounds.
+// (Only a Tuple output's first buffer may be constrained; the others follow it.)
+template <typename O>
+void tie_row_bounds(O &out, const std::vector<Halide::OutputImageParam> &stats, const Halide::Expr &n,
+                    const Halide::Expr &rows) {
+    out.dim(0).set_bounds(0, n);
+    out.dim(1).set_bounds(0, rows);
+    if (!stats.empty()) stats[0].dim(0).set_bounds(0, rows);
+}
+
+inline bool is_cuda(const Halide::Target &t) { return t.has_feature(Halide::Target::CUDA); }
+
+}  // namespace normgen::gen

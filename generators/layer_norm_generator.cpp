@@ -1,0 +1,108 @@
+// LayerNorm generators: forward (y, stats = (mean, rstd)) and backward
+// (dx[, dweight, dbias]). Inputs are 2-D views: columns j = the flattened normalized
+// dims, rows r = everything before them. Optional parameters are real optional
+// arguments (added in configure()), so a kernel without weight has no weight input.
+#include "algorithms/layer_norm.h"
+#include "generator_common.h"
+#include "../schedules/cpu/row_norm.h"
+
+namespace normgen::gen {
+
+using namespace Halide;
+
+class LayerNormForward : public Generator<LayerNormForward> {
+public:
+    GeneratorParam<std::string> dtype{"dtype", "f32"};
+    GeneratorParam<std::string> layout{"layout", "contig"};
+    GeneratorParam<bool> has_weight{"has_weight", true};
+    GeneratorParam<bool> has_bias{"has_bias", true};
+    GeneratorParam<std::string> schedule{"schedule", ""};
+
+    Input<Buffer<void, 2>> x{"x"};
+    Input<float> eps{"eps"};
+    Output<Buffer<void, 2>> y{"y"};
+    Output<Func> stats{"stats", {Float(32), Float(32)}, 1};  // (mean, rstd) per row
+
+    Input<Buffer<>> *weight = nullptr;
+    Input<Buffer<>> *bias = nullptr;
+
+    void configure() {
+        Type t = alg::storage_type(dtype);
+        x.set_type(t);
+        y.set_type(t);
+        if (has_weight) weight = add_input<Buffer<>>("weight", t, 1);
+        if (has_bias) bias = add_input<Buffer<>>("bias", t, 1);
+    }
+
+    void generate() {
+        Expr n = x.dim(0).extent(), rows = x.dim(1).extent();
+        Func w = weight ? Func(*weight) : Func(), b = bias ? Func(*bias) : Func();
+        alg::RowNormForward p = alg::layer_norm_forward(x, w, b, has_weight, has_bias, n, eps,
+                                                        alg::storage_type(dtype));
+        y = p.y;
+        stats = p.stats;
+        bool unit = unit_stride_layout(layout);
+        set_inner_stride(x, unit);
+        set_inner_stride(y, unit);
+        if (weight) set_inner_stride(*weight, unit);
+        if (bias) set_inner_stride(*bias, unit);
+        tie_row_bounds(y, Func(stats).output_buffers(), n, rows);
+        sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target());
+    }
+};
+
+class LayerNormBackward : public Generator<LayerNormBackward> {
+public:
+    GeneratorParam<std::string> dtype{"dtype", "f32"};
+    GeneratorParam<std::string> layout{"layout", "contig"};
+    GeneratorParam<bool> has_weight{"has_weight", true};
+    GeneratorParam<std::string> schedule{"schedule", ""};
+
+    Input<Buffer<void, 2>> dy{"dy"};
+    Input<Buffer<void, 2>> x{"x"};
+    Input<Buffer<float, 1>> mean{"mean"};
+    Input<Buffer<float, 1>> rstd{"rstd"};
+    Output<Buffer<void, 2>> dx{"dx"};
+
+    Input<Buffer<>> *weight = nullptr;
+    Output<Buffer<>> *dweight = nullptr;
+    Output<Buffer<>> *dbias = nullptr;
+
+    void configure() {
+        Type t = alg::storage_type(dtype);
+        dy.set_type(t);
+        x.set_type(t);
+        dx.set_type(t);
+        if (has_weight) {
+            weight = add_input<Buffer<>>("weight", t, 1);
+            dweight = add_output<Buffer<>>("dweight", t, 1);
+            dbias = add_output<Buffer<>>("dbias", t, 1);
+        }
+    }
+
+    void generate() {
+        Expr n = x.dim(0).extent(), rows = x.dim(1).extent();
+        Func w = weight ? Func(*weight) : Func();
+        alg::RowNormBackward p = alg::layer_norm_backward(dy, x, mean, rstd, w, has_weight, n, rows,
+                                                          alg::storage_type(dtype));
+        dx = p.dx;
+        bool unit = unit_stride_layout(layout);
+        set_inner_stride(dy, unit);
+        set_inner_stride(x, unit);
+        set_inner_stride(dx, unit);
+        if (has_weight) {
+            *dweight = p.param_grads[0];
+            *dbias = p.param_grads[1];
+            set_inner_stride(*weight, unit);
+            set_inner_stride(*dweight, unit);
+            set_inner_stride(*dbias, unit);
+        }
+        tie_row_bounds(dx, {}, n, rows);
+        sched::schedule_row_norm_backward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n, rows);
+    }
+};
+
+}  // namespace normgen::gen
+
+HALIDE_REGISTER_GENERATOR(normgen::gen::LayerNormForward, layer_norm_fwd)
+HALIDE_REGISTER_GENERATOR(normgen::gen::LayerNormBackward, layer_norm_bwd)

@@ -1,0 +1,129 @@
+// normgen — the public C++ API.
+//
+// Every op takes tensor views (pointer + dtype + shape + strides) for its inputs and
+// its preallocated outputs, validates all of them before touching memory, and returns
+// a Status: ok, or an error whose message names the argument and says what was
+// expected and what was got. Nothing is written when a call fails validation.
+//
+//   normgen::TensorView x = normgen::TensorView::contiguous(ptr, normgen::DType::f32, {rows, cols});
+//   normgen::Status s = normgen::layer_norm_forward(x, {cols}, &w, &b, 1e-5, y, &mean, &rstd);
+//   if (!s.ok()) std::cerr << s.message() << "\n";
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <vector>
+
+#if defined(NORMGEN_BUILDING)
+#define NORMGEN_API __attribute__((visibility("default")))
+#else
+#define NORMGEN_API
+#endif
+
+namespace normgen {
+
+// Storage element types. Statistics are always float32.
+enum class DType : uint8_t { f32, f16, bf16 };
+NORMGEN_API const char *dtype_name(DType t);
+NORMGEN_API int dtype_size(DType t);
+
+enum class Device : uint8_t { cpu, cuda };
+
+// A non-owning view of a strided tensor. Strides are in elements and may be any
+// value (including 0 for broadcast inputs); shape[i] >= 0.
+struct NORMGEN_API TensorView {
+    static constexpr int kMaxRank = 8;
+    void *data = nullptr;
+    DType dtype = DType::f32;
+    Device device = Device::cpu;
+    int rank = 0;
+    std::array<int64_t, kMaxRank> shape{};
+    std::array<int64_t, kMaxRank> strides{};
+
+    // A row-major (C-contiguous) view.
+    static TensorView contiguous(void *data, DType dtype, std::initializer_list<int64_t> shape);
+    static TensorView contiguous(void *data, DType dtype, const std::vector<int64_t> &shape);
+    // A view with explicit strides (in elements).
+    static TensorView strided(void *data, DType dtype, const std::vector<int64_t> &shape,
+                              const std::vector<int64_t> &strides);
+
+    int64_t numel() const;
+    std::vector<int64_t> sizes() const { return std::vector<int64_t>(shape.begin(), shape.begin() + rank); }
+};
+
+class NORMGEN_API Status {
+public:
+    enum class Code : uint8_t {
+        ok,
+        invalid_argument,  // bad shape, value, stride, aliasing (Python: ValueError)
+        type_error,        // bad dtype or device (Python: TypeError)
+        runtime_error,     // a kernel failed at run time (Python: RuntimeError)
+    };
+    Status() = default;
+    Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
+    static Status OK() { return Status(); }
+    bool ok() const { return code_ == Code::ok; }
+    Code code() const { return code_; }
+    const std::string &message() const { return message_; }
+
+private:
+    Code code_ = Code::ok;
+    std::string message_;
+};
+
+// ---- threads -------------------------------------------------------------------------
+// Worker threads used by the CPU kernels (default: the number of cores, or
+// HL_NUM_THREADS); n < 1 restores that default. Returns the previous value.
+NORMGEN_API int set_num_threads(int n);
+NORMGEN_API int num_threads();
+
+// ---- LayerNorm (torch.nn.functional.layer_norm) ----------------------------------------
+// x: (*, normalized_shape); weight, bias: normalized_shape (optional, x's dtype);
+// y: x's shape and dtype; mean, rstd: float32 with one element per normalized row
+// (shape x.shape[:-k] or x.shape[:-k] + (1,)*k), optional.
+NORMGEN_API Status layer_norm_forward(const TensorView &x, const std::vector<int64_t> &normalized_shape,
+                                      const TensorView *weight, const TensorView *bias, double eps,
+                                      const TensorView &y, const TensorView *mean = nullptr,
+                                      const TensorView *rstd = nullptr);
+// dx: x's shape and dtype. dweight/dbias: normalized_shape, x's dtype; only with weight.
+NORMGEN_API Status layer_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &mean,
+                                       const TensorView &rstd, const std::vector<int64_t> &normalized_shape,
+                                       const TensorView *weight, const TensorView &dx,
+                                       const TensorView *dweight = nullptr, const TensorView *dbias = nullptr);
+
+// ---- RMSNorm (torch.nn.functional.rms_norm) --------------------------------------------
+// eps = nullopt means the machine epsilon of x's dtype, as torch's eps=None.
+NORMGEN_API Status rms_norm_forward(const TensorView &x, const std::vector<int64_t> &normalized_shape,
+                                    const TensorView *weight, std::optional<double> eps, const TensorView &y,
+                                    const TensorView *rstd = nullptr);
+NORMGEN_API Status rms_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &rstd,
+                                     const std::vector<int64_t> &normalized_shape, const TensorView *weight,
+                                     const TensorView &dx, const TensorView *dweight = nullptr);
+
+// ---- the kernel table (the expansion of generators/kernels.list) ----------------------
+struct KernelInfo {
+    const char *name;      // e.g. layer_norm_fwd_f32_contig_hb1_hw1
+    const char *op;        // layer_norm
+    const char *dir;       // fwd | bwd
+    const char *dtype;     // f32 | f16 | bf16
+    const char *layout;    // contig | strided
+    const char *variant;   // generator params, e.g. "has_bias=1,has_weight=1"
+    int64_t cols;          // shape specialization (0: any)
+    const char *target;    // cpu | cuda
+    const char *schedule;  // schedule knobs ("" = defaults)
+};
+NORMGEN_API const std::vector<KernelInfo> &kernels();
+
+// Descriptor of a problem in the grammar shared by logs, tests, bench and tuner:
+// "<op>:<dir>:<dtype>:<shape>[:<layout>]", e.g. "layer_norm:fwd:f32:8192x1024".
+NORMGEN_API std::string describe(const char *op, const char *dir, DType dtype, const std::vector<int64_t> &shape,
+                                 const char *layout = nullptr);
+
+// Which kernel the last call on this thread ran ("" if none). NORMGEN_VERBOSE=dispatch
+// prints the same on stderr, with the reasons other candidates were skipped.
+NORMGEN_API const char *last_kernel();
+
+}  // namespace normgen

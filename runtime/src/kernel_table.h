@@ -1,0 +1,56 @@
+// The generated kernel table, kernel selection and the one way to call a kernel:
+// arguments bound by name through the kernel's metadata, a per-call user context
+// that captures Halide errors, and a Status out.
+#pragma once
+
+#include "normgen/normgen.h"
+
+#include <HalideRuntime.h>
+
+#include <string>
+#include <vector>
+
+namespace normgen::detail {
+
+struct Kernel {
+    KernelInfo info;
+    int (*argv_fn)(void **);
+    const halide_filter_metadata_t *(*metadata_fn)();
+};
+
+const std::vector<Kernel> &kernel_table();
+
+// Arguments for one call, bound by the names the generator gave them.
+class Args {
+public:
+    void buffer(const char *name, halide_buffer_t *b) { items_.push_back({name, b}); }
+    void scalar(const char *name, void *p) { items_.push_back({name, p}); }
+    struct Item {
+        const char *name;
+        void *ptr;
+    };
+    const std::vector<Item> &items() const { return items_; }
+
+private:
+    std::vector<Item> items_;
+};
+
+// What a call needs from a kernel.
+struct Request {
+    const char *op;
+    const char *dir;
+    DType dtype;
+    std::string variant;  // "k=v,k=v" sorted by key, as in the table
+    bool unit_stride;     // every buffer has unit stride along the normalized dim
+    int64_t cols;         // the normalized row length (for shape-specialized kernels)
+    std::vector<int64_t> shape;  // for the descriptor in logs
+};
+
+// The best kernel for `req`: a shape-specialized one, then the contiguous generic,
+// then the strided generic. nullptr (with a message in *why) if none fits.
+const Kernel *select_kernel(const Request &req, std::string *why);
+
+// Run `k` with `args`; a non-zero return or a Halide error becomes a Status.
+Status run_kernel(const Kernel &k, const Args &args);
+
+}  // namespace normgen::detail

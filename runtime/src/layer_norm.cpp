@@ -1,0 +1,71 @@
+// LayerNorm entry points: argument checks, then one kernel call.
+#include "row_call.h"
+
+#include <limits>
+
+namespace normgen {
+
+using namespace detail;
+
+Status layer_norm_forward(const TensorView &x, const std::vector<int64_t> &normalized_shape,
+                          const TensorView *weight, const TensorView *bias, double eps, const TensorView &y,
+                          const TensorView *mean, const TensorView *rstd) {
+    RowCall call(x, normalized_shape);
+    Status s;
+    if (!(s = call.check_x()).ok() || !(s = call.check_param(weight, "weight")).ok() ||
+        !(s = call.check_param(bias, "bias")).ok() || !(s = check_eps(eps)).ok() ||
+        !(s = call.check_like_x(y, "y")).ok() || !(s = call.check_stat(mean, "mean")).ok() ||
+        !(s = call.check_stat(rstd, "rstd")).ok())
+        return s;
+    s = check_no_overlap({{&y, "y"}, {mean, "mean"}, {rstd, "rstd"}}, {{&x, "x"}, {weight, "weight"}, {bias, "bias"}});
+    if (!s.ok() || call.rows() == 0) return s;
+    if (call.cols() == 0) {  // empty rows: torch gives mean 0 and rstd NaN (0/0 variance)
+        if (mean) fill_f32(*mean, 0.0f);
+        if (rstd) fill_f32(*rstd, std::numeric_limits<float>::quiet_NaN());
+        return s;
+    }
+    call.bind_rows(x, "x", false);
+    call.bind_rows(y, "y", true);
+    if (weight) call.bind_param(*weight, "weight", false);
+    if (bias) call.bind_param(*bias, "bias", false);
+    call.bind_stat(mean, "stats.0", true);
+    call.bind_stat(rstd, "stats.1", true);
+    call.bind_scalar("eps", static_cast<float>(eps));
+    return call.run("layer_norm", "fwd", variant_string({{"has_weight", weight != nullptr}, {"has_bias", bias != nullptr}}));
+}
+
+Status layer_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &mean, const TensorView &rstd,
+                           const std::vector<int64_t> &normalized_shape, const TensorView *weight,
+                           const TensorView &dx, const TensorView *dweight, const TensorView *dbias) {
+    RowCall call(x, normalized_shape);
+    Status s;
+    if (!(s = call.check_x()).ok() || !(s = call.check_like_x(dy, "dy")).ok() ||
+        !(s = call.check_stat(&mean, "mean")).ok() || !(s = call.check_stat(&rstd, "rstd")).ok() ||
+        !(s = call.check_param(weight, "weight")).ok() || !(s = call.check_like_x(dx, "dx")).ok() ||
+        !(s = call.check_param(dweight, "dweight")).ok() || !(s = call.check_param(dbias, "dbias")).ok())
+        return s;
+    if (!weight && (dweight || dbias))
+        return invalid("dweight/dbias were requested but weight is None: LayerNorm without weight has no parameters");
+    s = check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}},
+                         {{&dy, "dy"}, {&x, "x"}, {&mean, "mean"}, {&rstd, "rstd"}, {weight, "weight"}});
+    if (!s.ok()) return s;
+    if (call.rows() == 0 || call.cols() == 0) {
+        // Empty batch: dx is empty and the parameter gradients are sums over no rows.
+        if (dweight) fill_zero(*dweight);
+        if (dbias) fill_zero(*dbias);
+        return Status::OK();
+    }
+    call.bind_rows(dy, "dy", false);
+    call.bind_rows(x, "x", false);
+    call.bind_rows(dx, "dx", true);
+    call.bind_stat(&mean, "mean", false);
+    call.bind_stat(&rstd, "rstd", false);
+    if (weight) {
+        call.bind_param(*weight, "weight", false);
+        call.bind_param_out(dweight, "dweight");
+        call.bind_param_out(dbias, "dbias");
+    }
+    return call.run("layer_norm", "bwd", variant_string({{"has_weight", weight != nullptr}}));
+}
+
+}  // namespace normgen

@@ -1,0 +1,140 @@
+#include "row_call.h"
+
+#include <algorithm>
+
+namespace normgen::detail {
+
+Status RowCall::check_x(const char *x_name) {
+    Status s = check_tensor(x_, x_name);
+    if (!s.ok()) return s;
+    const int k = static_cast<int>(normalized_shape_.size());
+    if (k == 0) return invalid("normalized_shape must have at least one dimension, got []");
+    for (int64_t d : normalized_shape_)
+        if (d < 0) return invalid("normalized_shape has a negative size: " + shape_str(normalized_shape_));
+    if (x_.rank < k)
+        return invalid("Expected " + std::string(x_name) + " of rank >= " + std::to_string(k) +
+                       " (len(normalized_shape)), but got shape " + shape_str(x_.sizes()));
+    std::vector<int64_t> trailing(x_.shape.begin() + (x_.rank - k), x_.shape.begin() + x_.rank);
+    if (trailing != normalized_shape_)
+        return invalid("Expected " + std::string(x_name) + " whose trailing dims equal normalized_shape " +
+                       shape_str(normalized_shape_) + ", but got shape " + shape_str(x_.sizes()));
+    cols_ = 1;
+    for (int64_t d : normalized_shape_) cols_ *= d;
+    rows_ = 1;
+    for (int i = 0; i < x_.rank - k; i++) rows_ *= x_.shape[i];
+    return check_index_range(x_name, {rows_, cols_});
+}
+
+Status RowCall::check_like_x(const TensorView &t, const char *name) const {
+    Status s = check_tensor(t, name);
+    if (!s.ok()) return s;
+    s = check_dtype(t, name, x_.dtype);
+    if (!s.ok()) return s;
+    return check_same_shape(t, name, x_.sizes(), "the shape of x");
+}
+
+Status RowCall::check_param(const TensorView *t, const char *name) const {
+    if (!t) return Status::OK();
+    Status s = check_tensor(*t, name);
+    if (!s.ok()) return s;
+    s = check_dtype(*t, name, x_.dtype);
+    if (!s.ok()) return s;
+    return check_same_shape(*t, name, normalized_shape_, "normalized_shape");
+}
+
+Status RowCall::check_stat(const TensorView *t, const char *name) const {
+    if (!t) return Status::OK();
+    return check_stats(*t, name, rows_, "one per normalized row");
+}
+
+void RowCall::bind_rows(const TensorView &t, const char *arg, bool output) {
+    Bound &b = next();
+    View2D v;
+    const int split = t.rank - static_cast<int>(normalized_shape_.size());
+    if (!collapse_2d(t, split, &v)) {
+        // No 2-D view: run on a contiguous copy (the rare, slow path).
+        void *p = output ? staging_.alloc(t) : staging_.gather(t);
+        if (output) {
+            b.out_view = &t;
+            b.stage = p;
+        }
+        v = View2D{p, t.dtype, cols_, 1, rows_, cols_};
+    }
+    if (v.col_stride != 1) unit_stride_ = false;
+    b.hb.init_2d(v);
+    args_.buffer(arg, b.hb.get());
+}
+
+void RowCall::bind_param(const TensorView &t, const char *arg, bool output) {
+    Bound &b = next();
+    int64_t extent, stride;
+    void *data = t.data;
+    if (!collapse_1d(t, &extent, &stride)) {
+        data = output ? staging_.alloc(t) : staging_.gather(t);
+        if (output) {
+            b.out_view = &t;
+            b.stage = data;
+        }
+        extent = t.numel();
+        stride = 1;
+    }
+    if (stride != 1) unit_stride_ = false;
+    b.hb.init_1d(data, t.dtype, extent, stride);
+    args_.buffer(arg, b.hb.get());
+}
+
+void RowCall::bind_param_out(const TensorView *t, const char *arg) {
+    if (t) return bind_param(*t, arg, true);
+    TensorView &scratch = views_.emplace_back();
+    scratch = TensorView::contiguous(nullptr, x_.dtype, normalized_shape_);
+    scratch.data = staging_.alloc(scratch);
+    bind_param(scratch, arg, true);
+}
+
+void RowCall::bind_stat(const TensorView *t, const char *arg, bool output) {
+    Bound &b = next();
+    int64_t extent = rows_, stride = 1;
+    void *data = nullptr;
+    if (!t) {
+        TensorView &scratch = views_.emplace_back();
+        scratch = TensorView::contiguous(nullptr, DType::f32, {rows_});
+        data = staging_.alloc(scratch);
+    } else if (collapse_1d(*t, &extent, &stride) && stride == 1) {
+        data = t->data;
+    } else {  // statistics buffers are unit-stride in every kernel
+        data = output ? staging_.alloc(*t) : staging_.gather(*t);
+        if (output) {
+            b.out_view = t;
+            b.stage = data;
+        }
+        stride = 1;
+    }
+    b.hb.init_1d(data, DType::f32, rows_, stride);
+    args_.buffer(arg, b.hb.get());
+}
+
+void RowCall::bind_scalar(const char *arg, float v) {
+    scalars_.push_back(v);
+    args_.scalar(arg, &scalars_.back());
+}
+
+Status RowCall::run(const char *op, const char *dir, const std::string &variant) {
+    Request req{op, dir, x_.dtype, variant, unit_stride_, cols_, row_shape()};
+    std::string why;
+    const Kernel *k = select_kernel(req, &why);
+    if (!k) return Status(Status::Code::runtime_error, why);
+    Status s = run_kernel(*k, args_);
+    if (!s.ok()) return s;
+    for (const Bound &b : bound_)
+        if (b.out_view) Staging::scatter(b.stage, *b.out_view);
+    return s;
+}
+
+std::string variant_string(std::vector<std::pair<std::string, bool>> flags) {
+    std::sort(flags.begin(), flags.end());
+    std::string s;
+    for (const auto &f : flags) s += (s.empty() ? "" : ",") + f.first + "=" + (f.second ? "1" : "0");
+    return s;
+}
+
+}  // namespace normgen::detail

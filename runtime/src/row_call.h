@@ -1,0 +1,66 @@
+// Shared plumbing of the row-wise ops (LayerNorm, RMSNorm, and later fused row norms):
+// common argument checks, 2-D views of row tensors (staged through a contiguous copy
+// when no 2-D view exists), 1-D views of parameters and statistics, and the call.
+#pragma once
+
+#include "kernel_table.h"
+#include "tensor.h"
+
+#include <deque>
+#include <string>
+#include <vector>
+
+namespace normgen::detail {
+
+class RowCall {
+public:
+    // `x` is the tensor whose trailing normalized_shape dims form the rows.
+    RowCall(const TensorView &x, const std::vector<int64_t> &normalized_shape)
+        : x_(x), normalized_shape_(normalized_shape) {}
+
+    // Checks x itself and normalized_shape; sets rows() and cols().
+    Status check_x(const char *x_name = "x");
+    int64_t rows() const { return rows_; }
+    int64_t cols() const { return cols_; }
+    std::vector<int64_t> row_shape() const { return {rows_, cols_}; }
+
+    // Checks of the other arguments (dtype/shape agreement with x).
+    Status check_like_x(const TensorView &t, const char *name) const;              // x's shape and dtype
+    Status check_param(const TensorView *t, const char *name) const;               // normalized_shape, x's dtype
+    Status check_stat(const TensorView *t, const char *name) const;                // float32, rows() elements
+
+    // Bind arguments for the kernel (after all checks passed).
+    void bind_rows(const TensorView &t, const char *arg, bool output);
+    void bind_param(const TensorView &t, const char *arg, bool output);
+    // A parameter-shaped output; if t is null (not requested), a scratch buffer.
+    void bind_param_out(const TensorView *t, const char *arg);
+    // Statistics: if t is null (not requested), a scratch buffer is used.
+    void bind_stat(const TensorView *t, const char *arg, bool output);
+    void bind_scalar(const char *arg, float v);
+
+    // Select the kernel for op/dir/variant and run it; staged outputs are copied back.
+    Status run(const char *op, const char *dir, const std::string &variant);
+
+private:
+    struct Bound {
+        HalideBuf hb;
+        const TensorView *out_view = nullptr;  // staged output to scatter after the run
+        void *stage = nullptr;
+    };
+    Bound &next() { return bound_.emplace_back(); }
+
+    const TensorView &x_;
+    std::vector<int64_t> normalized_shape_;
+    int64_t rows_ = 0, cols_ = 0;
+    bool unit_stride_ = true;
+    std::deque<Bound> bound_;      // stable addresses: Args holds pointers into it
+    std::deque<float> scalars_;
+    std::deque<TensorView> views_;
+    Staging staging_;
+    Args args_;
+};
+
+// "has_bias=1,has_weight=0": a variant string in the table's format (keys sorted).
+std::string variant_string(std::vector<std::pair<std::string, bool>> flags);
+
+}  // namespace normgen::detail

@@ -1,0 +1,311 @@
+#include "tensor.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+namespace normgen {
+
+const char *dtype_name(DType t) {
+    switch (t) {
+    case DType::f32: return "f32";
+    case DType::f16: return "f16";
+    case DType::bf16: return "bf16";
+    }
+    return "?";
+}
+
+int dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
+
+TensorView TensorView::contiguous(void *data, DType dtype, std::initializer_list<int64_t> shape) {
+    return contiguous(data, dtype, std::vector<int64_t>(shape));
+}
+
+TensorView TensorView::contiguous(void *data, DType dtype, const std::vector<int64_t> &shape) {
+    std::vector<int64_t> strides(shape.size());
+    int64_t s = 1;
+    for (size_t i = shape.size(); i-- > 0;) {
+        strides[i] = s;
+        s *= std::max<int64_t>(shape[i], 1);
+    }
+    return strided(data, dtype, shape, strides);
+}
+
+TensorView TensorView::strided(void *data, DType dtype, const std::vector<int64_t> &shape,
+                               const std::vector<int64_t> &strides) {
+    TensorView t;
+    t.data = data;
+    t.dtype = dtype;
+    // Ranks beyond kMaxRank are recorded as such and rejected by every op.
+    t.rank = static_cast<int>(shape.size());
+    const size_t n = std::min<size_t>(shape.size(), kMaxRank);
+    for (size_t i = 0; i < n; i++) {
+        t.shape[i] = shape[i];
+        t.strides[i] = i < strides.size() ? strides[i] : 0;
+    }
+    if (strides.size() != shape.size()) t.rank = -1;  // rejected: strides must match shape
+    return t;
+}
+
+int64_t TensorView::numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < rank && i < kMaxRank; i++) n *= shape[i];
+    return n;
+}
+
+std::string describe(const char *op, const char *dir, DType dtype, const std::vector<int64_t> &shape,
+                     const char *layout) {
+    std::string s = std::string(op) + ":" + dir + ":" + dtype_name(dtype) + ":";
+    for (size_t i = 0; i < shape.size(); i++) s += (i ? "x" : "") + std::to_string(shape[i]);
+    if (shape.empty()) s += "scalar";
+    if (layout) s += std::string(":") + layout;
+    return s;
+}
+
+namespace detail {
+
+std::string shape_str(const std::vector<int64_t> &s) {
+    std::string r = "[";
+    for (size_t i = 0; i < s.size(); i++) r += (i ? ", " : "") + std::to_string(s[i]);
+    return r + "]";
+}
+
+Status invalid(const std::string &msg) { return Status(Status::Code::invalid_argument, msg); }
+Status type_error(const std::string &msg) { return Status(Status::Code::type_error, msg); }
+
+Status check_tensor(const TensorView &t, const char *name) {
+    if (t.rank < 0) return invalid(std::string(name) + ": strides must have one entry per dimension");
+    if (t.rank > TensorView::kMaxRank)
+        return invalid(std::string(name) + ": rank " + std::to_string(t.rank) + " exceeds the maximum of " +
+                       std::to_string(TensorView::kMaxRank));
+    if (t.device != Device::cpu)
+        return type_error(std::string(name) + " is a CUDA tensor, but this normgen build has only CPU kernels");
+    for (int i = 0; i < t.rank; i++)
+        if (t.shape[i] < 0)
+            return invalid(std::string(name) + ": negative size in shape " + shape_str(t.sizes()));
+    if (t.numel() > 0 && t.data == nullptr) return invalid(std::string(name) + ": data pointer is null");
+    return Status::OK();
+}
+
+Status check_dtype(const TensorView &t, const char *name, DType expected) {
+    if (t.dtype != expected)
+        return type_error("Expected " + std::string(name) + " of dtype " + dtype_name(expected) + ", but got " +
+                          dtype_name(t.dtype));
+    return Status::OK();
+}
+
+Status check_same_shape(const TensorView &t, const char *name, const std::vector<int64_t> &expected,
+                        const char *expected_what) {
+    if (t.sizes() != expected)
+        return invalid("Expected " + std::string(name) + " of shape " + shape_str(expected) + " (" + expected_what +
+                       "), but got " + shape_str(t.sizes()));
+    return Status::OK();
+}
+
+Status check_stats(const TensorView &t, const char *name, int64_t count, const char *count_what) {
+    Status s = check_tensor(t, name);
+    if (!s.ok()) return s;
+    s = check_dtype(t, name, DType::f32);
+    if (!s.ok()) return s;
+    if (t.numel() != count)
+        return invalid("Expected " + std::string(name) + " with " + std::to_string(count) + " elements (" +
+                       count_what + "), but got shape " + shape_str(t.sizes()));
+    return Status::OK();
+}
+
+Status check_eps(double eps) {
+    if (!std::isfinite(eps) || eps <= 0)
+        return invalid("eps must be a finite positive number, got " + std::to_string(eps));
+    return Status::OK();
+}
+
+namespace {
+// [lo, hi) byte span touched by t.
+void span_of(const TensorView &t, intptr_t *lo, intptr_t *hi) {
+    intptr_t base = reinterpret_cast<intptr_t>(t.data);
+    int64_t min_off = 0, max_off = 0;
+    for (int i = 0; i < t.rank; i++) {
+        if (t.shape[i] == 0) {
+            *lo = *hi = base;
+            return;
+        }
+        int64_t e = (t.shape[i] - 1) * t.strides[i];
+        if (e < 0) min_off += e; else max_off += e;
+    }
+    int es = dtype_size(t.dtype);
+    *lo = base + min_off * es;
+    *hi = base + (max_off + 1) * es;
+}
+}  // namespace
+
+bool overlaps(const TensorView &a, const TensorView &b) {
+    if (a.numel() == 0 || b.numel() == 0) return false;
+    intptr_t alo, ahi, blo, bhi;
+    span_of(a, &alo, &ahi);
+    span_of(b, &blo, &bhi);
+    return alo < bhi && blo < ahi;
+}
+
+Status check_no_overlap(const std::vector<std::pair<const TensorView *, const char *>> &outputs,
+                        const std::vector<std::pair<const TensorView *, const char *>> &inputs) {
+    for (size_t i = 0; i < outputs.size(); i++) {
+        const auto &o = outputs[i];
+        if (!o.first) continue;
+        for (const auto &in : inputs)
+            if (in.first && overlaps(*o.first, *in.first))
+                return invalid(std::string(o.second) + " overlaps " + in.second +
+                               " in memory; outputs must not alias inputs");
+        for (size_t j = i + 1; j < outputs.size(); j++)
+            if (outputs[j].first && overlaps(*o.first, *outputs[j].first))
+                return invalid(std::string(o.second) + " overlaps " + outputs[j].second +
+                               " in memory; outputs must be distinct");
+    }
+    return Status::OK();
+}
+
+namespace {
+// Collapse dims [b, e) of t into one (extent, stride); size-1 dims are ignored.
+bool collapse_range(const TensorView &t, int b, int e, int64_t *extent, int64_t *stride) {
+    int64_t ext = 1, st = 0;
+    bool have = false;
+    for (int i = e - 1; i >= b; i--) {
+        if (t.shape[i] == 1) continue;
+        if (!have) {
+            ext = t.shape[i];
+            st = t.strides[i];
+            have = true;
+        } else {
+            if (t.strides[i] != st * ext) return false;
+            ext *= t.shape[i];
+        }
+    }
+    for (int i = b; i < e; i++)
+        if (t.shape[i] == 0) ext = 0;
+    *extent = ext;
+    *stride = have ? st : 1;
+    return true;
+}
+}  // namespace
+
+bool collapse_2d(const TensorView &t, int split, View2D *out) {
+    out->data = t.data;
+    out->dtype = t.dtype;
+    if (!collapse_range(t, split, t.rank, &out->cols, &out->col_stride)) return false;
+    if (!collapse_range(t, 0, split, &out->rows, &out->row_stride)) return false;
+    if (out->rows <= 1) out->row_stride = out->cols * out->col_stride;  // any value works; keep it natural
+    if (out->cols <= 1) out->col_stride = 1;
+    return true;
+}
+
+bool collapse_1d(const TensorView &t, int64_t *extent, int64_t *stride) {
+    bool ok = collapse_range(t, 0, t.rank, extent, stride);
+    if (ok && *extent <= 1) *stride = 1;
+    return ok;
+}
+
+namespace {
+halide_type_t halide_type_of(DType t) {
+    switch (t) {
+    case DType::f32: return halide_type_t(halide_type_float, 32);
+    case DType::f16: return halide_type_t(halide_type_float, 16);
+    case DType::bf16: return halide_type_t(halide_type_bfloat, 16);
+    }
+    return halide_type_t(halide_type_float, 32);
+}
+}  // namespace
+
+void HalideBuf::init_2d(const View2D &v) {
+    buf = halide_buffer_t{};
+    buf.host = static_cast<uint8_t *>(v.data);
+    buf.type = halide_type_of(v.dtype);
+    buf.dimensions = 2;
+    buf.dim = dim;
+    dim[0] = halide_dimension_t(0, static_cast<int32_t>(v.cols), static_cast<int32_t>(v.col_stride));
+    dim[1] = halide_dimension_t(0, static_cast<int32_t>(v.rows), static_cast<int32_t>(v.row_stride));
+}
+
+void HalideBuf::init_1d(void *data, DType dtype, int64_t extent, int64_t stride) {
+    buf = halide_buffer_t{};
+    buf.host = static_cast<uint8_t *>(data);
+    buf.type = halide_type_of(dtype);
+    buf.dimensions = 1;
+    buf.dim = dim;
+    dim[0] = halide_dimension_t(0, static_cast<int32_t>(extent), static_cast<int32_t>(stride));
+}
+
+Status check_index_range(const char *name, std::initializer_list<int64_t> values) {
+    for (int64_t v : values)
+        if (v > INT32_MAX || v < -static_cast<int64_t>(INT32_MAX))
+            return invalid(std::string(name) + " is too large: an extent or stride of " + std::to_string(v) +
+                           " exceeds 32-bit indexing (2^31 - 1); split the tensor along its leading dims");
+    return Status::OK();
+}
+
+TensorView contiguous_like(const TensorView &t, void *data) {
+    return TensorView::contiguous(data, t.dtype, t.sizes());
+}
+
+namespace {
+// Copy between two views of the same shape, element by element (odometer order).
+void strided_copy(const TensorView &dst, const TensorView &src) {
+    const int es = dtype_size(src.dtype);
+    const int64_t n = src.numel();
+    if (n == 0) return;
+    int64_t idx[TensorView::kMaxRank] = {0};
+    auto *d = static_cast<unsigned char *>(dst.data);
+    auto *s = static_cast<const unsigned char *>(src.data);
+    for (int64_t e = 0; e < n; e++) {
+        int64_t so = 0, dof = 0;
+        for (int i = 0; i < src.rank; i++) {
+            so += idx[i] * src.strides[i];
+            dof += idx[i] * dst.strides[i];
+        }
+        std::memcpy(d + dof * es, s + so * es, es);
+        for (int i = src.rank - 1; i >= 0; i--) {
+            if (++idx[i] < src.shape[i]) break;
+            idx[i] = 0;
+        }
+    }
+}
+}  // namespace
+
+void fill_zero(const TensorView &t) {
+    if (t.numel() == 0) return;
+    std::vector<unsigned char> zeros(static_cast<size_t>(t.numel()) * dtype_size(t.dtype), 0);
+    strided_copy(t, contiguous_like(t, zeros.data()));
+}
+
+void fill_f32(const TensorView &t, float v) {
+    if (t.numel() == 0) return;
+    std::vector<float> vals(static_cast<size_t>(t.numel()), v);
+    strided_copy(t, contiguous_like(t, vals.data()));
+}
+
+void *Staging::alloc(const TensorView &t) {
+    owned_.emplace_back(static_cast<size_t>(t.numel()) * dtype_size(t.dtype));
+    return owned_.back().data();
+}
+
+void *Staging::gather(const TensorView &t) {
+    void *p = alloc(t);
+    strided_copy(contiguous_like(t, p), t);
+    return p;
+}
+
+void Staging::scatter(const void *src, const TensorView &t) {
+    strided_copy(t, contiguous_like(t, const_cast<void *>(src)));
+}
+
+double dtype_eps(DType t) {
+    switch (t) {
+    case DType::f32: return 1.1920928955078125e-07;
+    case DType::f16: return 0.0009765625;
+    case DType::bf16: return 0.0078125;
+    }
+    return 1.1920928955078125e-07;
+}
+
+}  // namespace detail
+}  // namespace normgen

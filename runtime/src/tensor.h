@@ -1,0 +1,82 @@
+// Argument checking and flattening shared by every op: messages that name the
+// argument and show expected vs got, overlap checks, collapsing N-d views into the
+// 2-D (cols, rows) views kernels take, and Halide buffer descriptors.
+#pragma once
+
+#include "normgen/normgen.h"
+
+#include <HalideRuntime.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace normgen::detail {
+
+std::string shape_str(const std::vector<int64_t> &s);
+Status invalid(const std::string &msg);
+Status type_error(const std::string &msg);
+
+// Rank, sizes, data pointer, device; `name` is how the message calls the tensor.
+Status check_tensor(const TensorView &t, const char *name);
+Status check_dtype(const TensorView &t, const char *name, DType expected);
+Status check_same_shape(const TensorView &t, const char *name, const std::vector<int64_t> &expected,
+                        const char *expected_what);
+// A float32 statistics tensor with `count` elements (any shape of that size).
+Status check_stats(const TensorView &t, const char *name, int64_t count, const char *count_what);
+Status check_eps(double eps);
+
+// Do the memory ranges of a and b intersect? (Conservative: by address span.)
+bool overlaps(const TensorView &a, const TensorView &b);
+// Outputs must not overlap any input or each other. Null entries are skipped.
+Status check_no_overlap(const std::vector<std::pair<const TensorView *, const char *>> &outputs,
+                        const std::vector<std::pair<const TensorView *, const char *>> &inputs);
+
+// A 2-D view of a tensor: `cols` elements along dim 0 (the normalized dims), `rows`
+// along dim 1 (the leading dims).
+struct View2D {
+    void *data;
+    DType dtype;
+    int64_t cols, col_stride, rows, row_stride;
+};
+// Collapse dims [0, split) into rows and [split, rank) into cols. False if either
+// group is not expressible with a single stride.
+bool collapse_2d(const TensorView &t, int split, View2D *out);
+bool collapse_1d(const TensorView &t, int64_t *extent, int64_t *stride);
+
+// A Halide buffer descriptor over caller memory (1-D or 2-D, dim 0 innermost).
+struct HalideBuf {
+    halide_buffer_t buf{};
+    halide_dimension_t dim[2]{};
+    void init_2d(const View2D &v);
+    void init_1d(void *data, DType dtype, int64_t extent, int64_t stride);
+    halide_buffer_t *get() { return &buf; }
+};
+
+// Every extent and stride a kernel sees must fit Halide's int32 fields.
+Status check_index_range(const char *name, std::initializer_list<int64_t> values);
+
+// A contiguous copy of a tensor that has no 2-D view (arbitrary strides).
+class Staging {
+public:
+    // Gather `t` into contiguous memory (inputs) or just allocate (outputs).
+    void *gather(const TensorView &t);
+    void *alloc(const TensorView &t);
+    // Scatter the contiguous copy back into `t` (outputs).
+    static void scatter(const void *src, const TensorView &t);
+
+private:
+    std::vector<std::vector<unsigned char>> owned_;
+};
+
+// Set every element of t to +0.0; fill_f32: every element of a float32 t to v.
+void fill_zero(const TensorView &t);
+void fill_f32(const TensorView &t, float v);
+
+// The contiguous N-d view of `t`'s shape over `data`.
+TensorView contiguous_like(const TensorView &t, void *data);
+
+// Machine epsilon of a storage dtype (torch.finfo(dtype).eps).
+double dtype_eps(DType t);
+
+}  // namespace normgen::detail

@@ -1,0 +1,81 @@
+#include "row_norm.h"
+
+namespace normgen::sched {
+
+using namespace Halide;
+
+namespace {
+
+int lanes_of(const RowNormCpuParams &k, const Target &t) {
+    return k.vector_lanes > 0 ? k.vector_lanes : t.natural_vector_size<float>();
+}
+
+// A per-row reduction f(r) over the 1-D RDom `k`: split the columns into vectors of
+// `width` (= lanes x accumulators, which LLVM splits into independent registers),
+// accumulate them in a partial stored with the lanes innermost (rfactor appends its
+// new Var last; without reorder_storage the accumulators become gathers), then
+// finish the lanes with a vector tree reduction rather than a serial chain.
+void schedule_row_reduction(Func f, const RDom &k, int width, const LoopLevel &at) {
+    Var r = alg::row_var();
+    Var v(f.name() + "_lane");
+    RVar ko(f.name() + "_ko"), ki(f.name() + "_ki");
+    f.compute_at(at).store_in(MemoryType::Stack).bound_storage(r, 1);
+    Func partial = f.update().split(k.x, ko, ki, width, TailStrategy::GuardWithIf).rfactor(ki, v);
+    partial.compute_at(at).store_in(MemoryType::Stack).reorder_storage(v, r).vectorize(v);
+    partial.update().reorder(v, ko, r).vectorize(v);
+    // The lanes hold min(n, width) partials; rows of at least `width` columns (all
+    // but tiny ones) finish with one horizontal vector reduction.
+    f.update().specialize(k.x.extent() >= width).atomic().vectorize(ki);
+}
+
+}  // namespace
+
+void schedule_row_norm_forward_cpu(alg::RowNormForward &p, const RowNormCpuParams &k, const Target &t) {
+    Var j = alg::col_var(), r = alg::row_var();
+    Var rb("rb"), ri("ri"), jo("jo"), ji("ji");
+    const int lanes = lanes_of(k, t);
+    p.y.split(r, rb, ri, k.rows_per_task, TailStrategy::GuardWithIf)
+        .split(j, jo, ji, lanes * k.out_unroll, TailStrategy::GuardWithIf)
+        .vectorize(ji)
+        .parallel(rb);
+    p.stats.split(r, rb, ri, k.rows_per_task, TailStrategy::GuardWithIf).parallel(rb).compute_with(p.y, ri);
+    for (Func &f : p.reductions) schedule_row_reduction(f, p.k, lanes * k.accumulators, LoopLevel(p.y, ri));
+}
+
+void schedule_row_norm_backward_cpu(alg::RowNormBackward &p, const RowNormCpuParams &k, const Target &t,
+                                    const Expr &cols, const Expr &rows) {
+    Var j = alg::col_var(), r = alg::row_var();
+    Var rb("rb"), ri("ri"), jo("jo"), ji("ji");
+    const int lanes = lanes_of(k, t);
+    // A block is as many rows as fit `block_kib` of x and dy (so the second read of
+    // the block, by the parameter-gradient partials, hits cache), but at least the
+    // rows that keep `min_blocks` parallel tasks... whichever is fewer rows.
+    const int elem_bytes = p.dx.type().bytes();
+    Expr fit = max(Expr(k.block_kib * 1024) / (cols * (2 * elem_bytes)), 1);
+    Expr spread = max((rows + k.min_blocks - 1) / k.min_blocks, 1);
+    Expr block = min(fit, spread);
+    p.dx.split(r, rb, ri, block, TailStrategy::GuardWithIf)
+        .split(j, jo, ji, lanes * k.out_unroll, TailStrategy::GuardWithIf)
+        .vectorize(ji)
+        .parallel(rb);
+    schedule_row_reduction(p.row_sums, p.k, lanes * k.accumulators, LoopLevel(p.dx, ri));
+    if (!p.col_sums.defined()) return;
+    // dweight/dbias: partial(j, rb) over the rows of block rb, computed in dx's block
+    // loop right after dx's rows (the block is still in cache); then the sum over
+    // blocks, in block order: deterministic, no atomics. Halide fuses only pure loops,
+    // so the fusion is at the block level; loops are matched by name ("rb").
+    RVar rbo("rbo"), rbi("ri");
+    Func partial = p.col_sums.update().split(p.rows.x, rbo, rbi, block, TailStrategy::GuardWithIf).rfactor(rbo, rb);
+    partial.compute_root().vectorize(j, lanes, TailStrategy::GuardWithIf);
+    partial.update()
+        .reorder(j, rbi, rb)
+        .split(j, jo, ji, lanes * k.out_unroll, TailStrategy::GuardWithIf)
+        .vectorize(ji)
+        .parallel(rb)
+        .compute_with(p.dx, rb);
+    p.col_sums.compute_root().vectorize(j, lanes, TailStrategy::GuardWithIf);
+    p.col_sums.update().vectorize(j, lanes, TailStrategy::GuardWithIf);
+    for (Func &g : p.param_grads) g.vectorize(j, lanes, TailStrategy::GuardWithIf);
+}
+
+}  // namespace normgen::sched

@@ -1,0 +1,34 @@
+// Schedule knobs of the row-wise family (LayerNorm, RMSNorm) on CPUs. Data, not code:
+// the kernel list and the tuner set them through the generator's `schedule` string.
+#pragma once
+
+#include "knobs.h"
+
+namespace normgen::sched {
+
+struct RowNormCpuParams {
+    int vector_lanes = 0;     // float32 lanes per vector; 0 = the target's natural width
+    int accumulators = 4;     // independent vector accumulators per row reduction (ILP)
+    int rows_per_task = 4;    // forward: rows per parallel task
+    int out_unroll = 1;       // vectors per iteration of the output (y / dx) loop
+    int block_kib = 256;      // backward: KiB of x + dy per row block (re-read from cache)
+    int min_blocks = 8;       // backward: at least this many row blocks (parallel tasks)
+
+    static constexpr IntKnob<RowNormCpuParams> knobs[] = {
+        {"vector_lanes", &RowNormCpuParams::vector_lanes, 0, 64, "float32 lanes per vector (0: natural)"},
+        {"accumulators", &RowNormCpuParams::accumulators, 1, 16, "vector accumulators per row reduction"},
+        {"rows_per_task", &RowNormCpuParams::rows_per_task, 1, 1024, "forward rows per parallel task"},
+        {"out_unroll", &RowNormCpuParams::out_unroll, 1, 8, "vectors per output-loop iteration"},
+        {"block_kib", &RowNormCpuParams::block_kib, 4, 65536, "backward KiB of x + dy per row block"},
+        {"min_blocks", &RowNormCpuParams::min_blocks, 1, 4096, "backward minimum number of row blocks"},
+    };
+
+    static RowNormCpuParams parse(const std::string &text) {
+        RowNormCpuParams p;
+        parse_knobs(text, p, knobs);
+        return p;
+    }
+    std::string str() const { return format_knobs(*this, knobs); }
+};
+
+}  // namespace normgen::sched
