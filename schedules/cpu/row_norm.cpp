@@ -47,11 +47,13 @@ void schedule_row_norm_backward_cpu(alg::RowNormBackward &p, const RowNormCpuPar
     Var j = alg::col_var(), r = alg::row_var();
     Var rb("rb"), ri("ri"), jo("jo"), ji("ji");
     const int lanes = lanes_of(k, t);
-    // A block is as many rows as fit `block_kib` of x and dy (so the second read of
-    // the block, by the parameter-gradient partials, hits cache), but at least the
-    // rows that keep `min_blocks` parallel tasks... whichever is fewer rows.
+    // A block is as many rows as fit `block_kib` of x and dy, so the second read of
+    // the block (by the parameter-gradient partials) hits cache; but at least
+    // `min_block_rows`, since each block writes and re-reads a partial row of
+    // dweight/dbias (traffic ~ 16 / (12 * rows) of the data's); and at most what
+    // keeps `min_blocks` parallel tasks.
     const int elem_bytes = p.dx.type().bytes();
-    Expr fit = max(Expr(k.block_kib * 1024) / (cols * (2 * elem_bytes)), 1);
+    Expr fit = max(Expr(k.block_kib * 1024) / (cols * (2 * elem_bytes)), k.min_block_rows);
     Expr spread = max((rows + k.min_blocks - 1) / k.min_blocks, 1);
     Expr block = min(fit, spread);
     p.dx.split(r, rb, ri, block, TailStrategy::GuardWithIf)

@@ -13,6 +13,7 @@ struct RowNormCpuParams {
     int out_unroll = 1;       // vectors per iteration of the output (y / dx) loop
     int block_kib = 256;      // backward: KiB of x + dy per row block (re-read from cache)
     int min_blocks = 8;       // backward: at least this many row blocks (parallel tasks)
+    int min_block_rows = 16;  // backward: at least this many rows per block (partial traffic)
 
     static constexpr IntKnob<RowNormCpuParams> knobs[] = {
         {"vector_lanes", &RowNormCpuParams::vector_lanes, 0, 64, "float32 lanes per vector (0: natural)"},
@@ -21,6 +22,7 @@ struct RowNormCpuParams {
         {"out_unroll", &RowNormCpuParams::out_unroll, 1, 8, "vectors per output-loop iteration"},
         {"block_kib", &RowNormCpuParams::block_kib, 4, 65536, "backward KiB of x + dy per row block"},
         {"min_blocks", &RowNormCpuParams::min_blocks, 1, 4096, "backward minimum number of row blocks"},
+        {"min_block_rows", &RowNormCpuParams::min_block_rows, 1, 4096, "backward minimum rows per block"},
     };
 
     static RowNormCpuParams parse(const std::string &text) {

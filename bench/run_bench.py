@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""normgen benchmark: time per call, effective bandwidth, fraction of a same-size copy,
+and the ratio against the peers (torch eager, torch.compile, oneDNN), all measured side
+by side in one process, interleaved, repeated, median reported.
+
+    tools/dev.sh bench [--suite bench/suites/row_norm.txt] [--threads 1,2] [--no-compile]
+
+Effective bandwidth counts the minimal bytes: each input read once, each output written
+once. The copy reference moves the same number of bytes (torch's parallel copy_ of
+half that size, read + write) with the same thread count. Outputs: a JSON file and a
+markdown table under bench/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes.util
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _maybe_reexec_with_jemalloc():
+    """Large outputs (tens of MB) would otherwise be mmap'ed and page-faulted on every
+    call by every allocating peer, torch and normgen alike; jemalloc reuses them."""
+    if os.environ.get("NORMGEN_BENCH_NO_JEMALLOC") or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return
+    for cand in ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"):
+        if os.path.exists(cand):
+            env = dict(os.environ, LD_PRELOAD=(cand + " " + os.environ.get("LD_PRELOAD", "")).strip())
+            os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+_maybe_reexec_with_jemalloc()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import normgen as ng  # noqa: E402
+
+try:
+    import normgen_bench_peers as peers  # built by bench/CMakeLists.txt when oneDNN is found
+except ImportError:
+    peers = None
+
+
+def parse_descriptor(d):
+    op, direction, dtype, shape = d.split(":")[:4]
+    rows, cols = (int(v) for v in shape.split("x"))
+    return op, direction, dtype, rows, cols
+
+
+def min_bytes(op, direction, rows, cols, es=4):
+    """Each input read once, each output written once (float32 statistics)."""
+    n = rows * cols * es
+    params = cols * es
+    stats = rows * 4 * (2 if op == "layer_norm" else 1)
+    if direction == "fwd":  # x, w[, b] in; y, stats out
+        return n + params * (2 if op == "layer_norm" else 1) + n + stats
+    # dy, x, stats, w in; dx, dw[, db] out
+    return 2 * n + stats + params + n + params * (2 if op == "layer_norm" else 1)
+
+
+def time_interleaved(cands, repeats, rounds):
+    """cands: name -> callable. Rounds of `repeats` calls per candidate, interleaved;
+    returns name -> median seconds over every timed call."""
+    samples = {k: [] for k in cands}
+    for fn in cands.values():  # warm up (and compile) everything first
+        fn()
+        fn()
+    for _ in range(rounds):
+        for name, fn in cands.items():
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def build_case(op, direction, rows, cols, use_compile):
+    torch.manual_seed(0)
+    x = torch.randn(rows, cols) * 2 + 3
+    w = 1 + 0.1 * torch.randn(cols)
+    b = 0.1 * torch.randn(cols)
+    dy = torch.randn(rows, cols)
+    cands = {}
+    if op == "layer_norm":
+        y, mean, rstd = ng.layer_norm_forward(x, (cols,), w, b)
+        if direction == "fwd":
+            cands["normgen"] = lambda: ng.layer_norm_forward(x, (cols,), w, b)
+            eager = lambda: F.layer_norm(x, (cols,), w, b)  # noqa: E731
+            cands["torch"] = eager
+            if use_compile:
+                cf = torch.compile(lambda a, ww, bb: F.layer_norm(a, (cols,), ww, bb), dynamic=False)
+                cands["torch.compile"] = lambda: cf(x, w, b)
+        else:
+            cands["normgen"] = lambda: ng.layer_norm_backward(dy, x, mean, rstd, (cols,), w)
+            xg, wg, bg = (t.clone().requires_grad_() for t in (x, w, b))
+            out = F.layer_norm(xg, (cols,), wg, bg)
+            cands["torch"] = lambda: torch.autograd.grad(out, (xg, wg, bg), dy, retain_graph=True)
+            if use_compile:
+                cf = torch.compile(lambda a, ww, bb: F.layer_norm(a, (cols,), ww, bb), dynamic=False)
+                cout = cf(xg, wg, bg)
+                cands["torch.compile"] = lambda: torch.autograd.grad(cout, (xg, wg, bg), dy, retain_graph=True)
+        if peers is not None:
+            prim = peers.LayerNorm(rows, cols, direction, True)
+            cands["oneDNN"] = prim.run
+    else:
+        y, rstd = ng.rms_norm_forward(x, (cols,), w, 1e-6)
+        if direction == "fwd":
+            cands["normgen"] = lambda: ng.rms_norm_forward(x, (cols,), w, 1e-6)
+            cands["torch"] = lambda: F.rms_norm(x, (cols,), w, 1e-6)
+            if use_compile:
+                cf = torch.compile(lambda a, ww: F.rms_norm(a, (cols,), ww, 1e-6), dynamic=False)
+                cands["torch.compile"] = lambda: cf(x, w)
+        else:
+            cands["normgen"] = lambda: ng.rms_norm_backward(dy, x, rstd, (cols,), w)
+            xg, wg = (t.clone().requires_grad_() for t in (x, w))
+            out = F.rms_norm(xg, (cols,), wg, 1e-6)
+            cands["torch"] = lambda: torch.autograd.grad(out, (xg, wg), dy, retain_graph=True)
+            if use_compile:
+                cf = torch.compile(lambda a, ww: F.rms_norm(a, (cols,), ww, 1e-6), dynamic=False)
+                cout = cf(xg, wg)
+                cands["torch.compile"] = lambda: torch.autograd.grad(cout, (xg, wg), dy, retain_graph=True)
+        # oneDNN's RMS flag is not in the OpenMP CPU build available here (see README).
+    nbytes = min_bytes(op, direction, rows, cols)
+    half = nbytes // 2 // 4
+    src, dst = torch.randn(half), torch.empty(half)
+    cands["copy"] = lambda: dst.copy_(src)
+    return cands, nbytes
+
+
+def machine():
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "torch": torch.__version__, "onednn": peers.onednn_version() if peers else None,
+            "numpy": np.__version__, "malloc": os.environ.get("LD_PRELOAD", "glibc")}
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+PEERS = ["torch", "torch.compile", "oneDNN"]
+
+
+def markdown(results, meta):
+    lines = [f"normgen {meta['commit']} on {meta['machine']['cpu']} ({meta['machine']['cores']} cores), "
+             f"torch {meta['machine']['torch']}, oneDNN {meta['machine']['onednn']}; "
+             f"median of {meta['rounds']}x{meta['repeats']} interleaved calls; {meta['date']}", "",
+             "| case | thr | normgen ms | GB/s | % of copy | vs torch | vs torch.compile | vs oneDNN | fastest peer |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        t = r["times_ms"]
+        cells = []
+        for p in PEERS:
+            cells.append(f"{t[p] / t['normgen']:.2f}x" if p in t else "n/a")
+        peer_times = [t[p] for p in PEERS if p in t]
+        fastest = f"{min(peer_times) / t['normgen']:.2f}x" if peer_times else "n/a"
+        lines.append(f"| {r['case']} | {r['threads']} | {t['normgen']:.3f} | {r['normgen_gbps']:.1f} | "
+                     f"{100 * r['fraction_of_copy']:.0f}% | " + " | ".join(cells) + f" | {fastest} |")
+    lines.append("")
+    lines.append("vs X = X's time / normgen's time (> 1: normgen faster). % of copy = copy time for the same "
+                 "byte count / normgen time.")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--suite", default=str(HERE / "suites" / "row_norm.txt"))
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile)")
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--build", help="build directory (for the record only)")
+    p.add_argument("--filter", default="", help="only cases whose descriptor contains this")
+    args = p.parse_args(argv)
+    descriptors = [ln.split("#")[0].strip() for ln in open(args.suite)]
+    descriptors = [d for d in descriptors if d and args.filter in d]
+    threads = [int(t) for t in args.threads.split(",")]
+    results = []
+    for thr in threads:
+        ng.set_num_threads(thr)
+        torch.set_num_threads(thr)
+        if peers is not None:
+            peers.set_threads(thr)
+        for d in descriptors:
+            op, direction, dtype, rows, cols = parse_descriptor(d)
+            cands, nbytes = build_case(op, direction, rows, cols, not args.no_compile)
+            times = time_interleaved(cands, args.repeats, args.rounds)
+            t_ng, t_copy = times["normgen"], times["copy"]
+            r = {"case": d, "threads": thr, "bytes": nbytes, "times_ms": {k: v * 1e3 for k, v in times.items()},
+                 "normgen_gbps": nbytes / t_ng / 1e9, "copy_gbps": nbytes / t_copy / 1e9,
+                 "fraction_of_copy": t_copy / t_ng}
+            results.append(r)
+            peer_txt = "  ".join(f"{k} {v * 1e3:.3f}" for k, v in times.items() if k != "normgen")
+            print(f"{d} t={thr}: normgen {t_ng * 1e3:.3f} ms {r['normgen_gbps']:.1f} GB/s "
+                  f"({100 * r['fraction_of_copy']:.0f}% of copy) | {peer_txt}", flush=True)
+    meta = {"commit": git_commit(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "machine": machine(), "repeats": args.repeats, "rounds": args.rounds, "suite": args.suite,
+            "command": "tools/dev.sh bench " + " ".join(argv if argv is not None else sys.argv[1:])}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.suite).stem
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    md = markdown(results, meta)
+    (out / f"{stem}.md").write_text(md + "\n")
+    print("\n" + md)
+
+
+if __name__ == "__main__":
+    main()
