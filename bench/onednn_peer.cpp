@@ -56,7 +56,8 @@ public:
             args_ = {{DNNL_ARG_SRC, X}, {DNNL_ARG_DIFF_DST, DY}, {DNNL_ARG_DIFF_SRC, DX}, {DNNL_ARG_MEAN, M},
                      {DNNL_ARG_VARIANCE, V}};
             if (affine)
-                args_.insert({{DNNL_ARG_SCALE, SC}, {DNNL_ARG_DIFF_SCALE, DSC}, {DNNL_ARG_DIFF_SHIFT, DSH}});
+                args_.insert({{DNNL_ARG_SCALE, SC}, {DNNL_ARG_SHIFT, SH}, {DNNL_ARG_DIFF_SCALE, DSC},
+                              {DNNL_ARG_DIFF_SHIFT, DSH}});
         }
     }
     void run() {

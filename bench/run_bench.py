@@ -27,14 +27,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+
+
 def _maybe_reexec_with_jemalloc():
-    """Large outputs (tens of MB) would otherwise be mmap'ed and page-faulted on every
-    call by every allocating peer, torch and normgen alike; jemalloc reuses them."""
+    """Every op that returns a new tensor (torch's and normgen's Python API alike)
+    allocates tens of MB per call. glibc mmaps such blocks afresh and the first touch of
+    each page costs ~8 us on this VM (a 32 MB output: ~60 ms of page faults, 15x the
+    kernel). jemalloc with decay off keeps and reuses them, so the bench times kernels."""
     if os.environ.get("NORMGEN_BENCH_NO_JEMALLOC") or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
         return
     for cand in ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"):
         if os.path.exists(cand):
-            env = dict(os.environ, LD_PRELOAD=(cand + " " + os.environ.get("LD_PRELOAD", "")).strip())
+            env = dict(os.environ, LD_PRELOAD=(cand + " " + os.environ.get("LD_PRELOAD", "")).strip(),
+                       MALLOC_CONF=JEMALLOC_CONF)
             os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 
@@ -149,7 +155,8 @@ def machine():
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
             "torch": torch.__version__, "onednn": peers.onednn_version() if peers else None,
-            "numpy": np.__version__, "malloc": os.environ.get("LD_PRELOAD", "glibc")}
+            "numpy": np.__version__,
+            "malloc": (os.environ.get("LD_PRELOAD", "") + " " + os.environ.get("MALLOC_CONF", "")).strip() or "glibc"}
 
 
 def git_commit():

@@ -30,6 +30,9 @@ void schedule_row_reduction(Func f, const RDom &k, int width, const LoopLevel &a
 
 }  // namespace
 
+// Measured: LayerNorm f32 1024x8192, 1 thread, defaults: 4.3 ms = 15.7 GB/s, 0.70 of glibc
+// memcpy of the same bytes (normgen-jit-bench, AMD Zen 4 VM, 2 cores, 2026-11-22).
+// Why: one task per few rows; three passes per row, only the first from DRAM.
 void schedule_row_norm_forward_cpu(alg::RowNormForward &p, const RowNormCpuParams &k, const Target &t) {
     Var j = alg::col_var(), r = alg::row_var();
     Var rb("rb"), ri("ri"), jo("jo"), ji("ji");
@@ -42,6 +45,9 @@ void schedule_row_norm_forward_cpu(alg::RowNormForward &p, const RowNormCpuParam
     for (Func &f : p.reductions) schedule_row_reduction(f, p.k, lanes * k.accumulators, LoopLevel(p.y, ri));
 }
 
+// Measured: LayerNorm f32 1024x8192, 1 thread, block_kib 1024: 7.4 ms = 13.7 GB/s, 0.66 of
+// glibc memcpy of the same bytes (256 KiB blocks: 0.53) (normgen-jit-bench, Zen 4 VM, 2026-11-22).
+// Why: blocks sized for L2 so the partials' second read of dy and x does not reach DRAM.
 void schedule_row_norm_backward_cpu(alg::RowNormBackward &p, const RowNormCpuParams &k, const Target &t,
                                     const Expr &cols, const Expr &rows) {
     Var j = alg::col_var(), r = alg::row_var();
@@ -69,9 +75,13 @@ void schedule_row_norm_backward_cpu(alg::RowNormBackward &p, const RowNormCpuPar
     RVar rbo("rbo"), rbi("ri");
     Func partial = p.col_sums.update().split(p.rows.x, rbo, rbi, block, TailStrategy::GuardWithIf).rfactor(rbo, rb);
     partial.compute_root().vectorize(j, lanes, TailStrategy::GuardWithIf);
+    // Column tiles of `partial_tile` vectors: the tile's accumulators stay in L1 while
+    // the block's rows stream through it from L2.
+    Var jt("jt");
     partial.update()
-        .reorder(j, rbi, rb)
-        .split(j, jo, ji, lanes * k.out_unroll, TailStrategy::GuardWithIf)
+        .split(j, jt, jo, lanes * k.partial_tile, TailStrategy::GuardWithIf)
+        .split(jo, jo, ji, lanes, TailStrategy::GuardWithIf)
+        .reorder(ji, jo, rbi, jt, rb)
         .vectorize(ji)
         .parallel(rb)
         .compute_with(p.dx, rb);

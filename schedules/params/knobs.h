@@ -1,4 +1,5 @@
-// Parsing of schedule knob strings ("key=value,key=value"), shared by every family's
+// Parsing of schedule knob strings ("key:value,key:value": gengen forbids "=" inside a
+// generator-param value), shared by every family's
 // parameter struct. Knob strings are what the kernel list, the tuned tables and the
 // tuner pass to a generator's `schedule` GeneratorParam.
 #pragma once
@@ -30,8 +31,8 @@ void parse_knobs(const std::string &text, P &p, const IntKnob<P> (&knobs)[N]) {
     std::string item;
     while (std::getline(in, item, ',')) {
         if (item.empty()) continue;
-        auto eq = item.find('=');
-        if (eq == std::string::npos) throw std::invalid_argument("schedule knob '" + item + "' is not key=value");
+        auto eq = item.find(':');
+        if (eq == std::string::npos) throw std::invalid_argument("schedule knob '" + item + "' is not key:value");
         std::string key = item.substr(0, eq), value = item.substr(eq + 1);
         bool found = false;
         for (const auto &kb : knobs) {
@@ -60,7 +61,7 @@ std::string format_knobs(const P &p, const IntKnob<P> (&knobs)[N]) {
     std::string s;
     for (const auto &kb : knobs) {
         if (!s.empty()) s += ',';
-        s += std::string(kb.name) + "=" + std::to_string(p.*(kb.field));
+        s += std::string(kb.name) + ":" + std::to_string(p.*(kb.field));
     }
     return s;
 }

@@ -11,9 +11,10 @@ struct RowNormCpuParams {
     int accumulators = 4;     // independent vector accumulators per row reduction (ILP)
     int rows_per_task = 4;    // forward: rows per parallel task
     int out_unroll = 1;       // vectors per iteration of the output (y / dx) loop
-    int block_kib = 256;      // backward: KiB of x + dy per row block (re-read from cache)
+    int block_kib = 1024;     // backward: KiB of x + dy per row block (re-read from L2)
     int min_blocks = 8;       // backward: at least this many row blocks (parallel tasks)
     int min_block_rows = 16;  // backward: at least this many rows per block (partial traffic)
+    int partial_tile = 32;    // backward: vectors per column tile of the dweight/dbias partials
 
     static constexpr IntKnob<RowNormCpuParams> knobs[] = {
         {"vector_lanes", &RowNormCpuParams::vector_lanes, 0, 64, "float32 lanes per vector (0: natural)"},
@@ -23,6 +24,7 @@ struct RowNormCpuParams {
         {"block_kib", &RowNormCpuParams::block_kib, 4, 65536, "backward KiB of x + dy per row block"},
         {"min_blocks", &RowNormCpuParams::min_blocks, 1, 4096, "backward minimum number of row blocks"},
         {"min_block_rows", &RowNormCpuParams::min_block_rows, 1, 4096, "backward minimum rows per block"},
+        {"partial_tile", &RowNormCpuParams::partial_tile, 1, 64, "backward vectors per partial column tile"},
     };
 
     static RowNormCpuParams parse(const std::string &text) {
