@@ -56,10 +56,35 @@ void error_handler(void *user_context, const char *msg) {
     ctx->error += msg;
 }
 
+// NORMGEN_CPU_FEATURES_MAX=avx2|sse41 caps the instruction set the multi-target
+// kernels may pick (default: the best this CPU has), so every compiled variant can be
+// run and tested on one machine.
+enum class CpuCap { best, avx2, sse41 };
+CpuCap g_cpu_cap = CpuCap::best;
+
+int capped_can_use_target_features(int count, const uint64_t *features) {
+    auto has = [&](int f) { return (f >> 6) < count && ((features[f >> 6] >> (f & 63)) & 1); };
+    const bool avx512 = has(halide_target_feature_avx512) || has(halide_target_feature_avx512_skylake) ||
+                        has(halide_target_feature_avx512_cannonlake) || has(halide_target_feature_avx512_zen4) ||
+                        has(halide_target_feature_avx512_sapphirerapids);
+    const bool avx = has(halide_target_feature_avx) || has(halide_target_feature_avx2) ||
+                     has(halide_target_feature_fma) || has(halide_target_feature_f16c);
+    if (g_cpu_cap != CpuCap::best && avx512) return 0;
+    if (g_cpu_cap == CpuCap::sse41 && avx) return 0;
+    return halide_default_can_use_target_features(count, features);
+}
+
 std::once_flag g_init;
 
 void init_runtime() {
-    std::call_once(g_init, [] { halide_set_error_handler(error_handler); });
+    std::call_once(g_init, [] {
+        halide_set_error_handler(error_handler);
+        if (const char *cap = std::getenv("NORMGEN_CPU_FEATURES_MAX")) {
+            if (!std::strcmp(cap, "avx2")) g_cpu_cap = CpuCap::avx2;
+            else if (!std::strcmp(cap, "sse41")) g_cpu_cap = CpuCap::sse41;
+            if (g_cpu_cap != CpuCap::best) halide_set_custom_can_use_target_features(capped_can_use_target_features);
+        }
+    });
 }
 
 }  // namespace
