@@ -47,7 +47,7 @@ public:
         if (weight) set_inner_stride(*weight, unit);
         if (bias) set_inner_stride(*bias, unit);
         tie_row_bounds(y, Func(stats).output_buffers(), n, rows);
-        sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target());
+        sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n);
     }
 };
 

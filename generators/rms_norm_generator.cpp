@@ -40,7 +40,7 @@ public:
         set_inner_stride(y, unit);
         if (weight) set_inner_stride(*weight, unit);
         tie_row_bounds(y, Func(stats).output_buffers(), n, rows);
-        sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target());
+        sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n);
     }
 };
 

@@ -33,15 +33,21 @@ void schedule_row_reduction(Func f, const RDom &k, int width, const LoopLevel &a
 // Measured: LayerNorm f32 1024x8192, 1 thread, defaults: 4.3 ms = 15.7 GB/s, 0.70 of glibc
 // memcpy of the same bytes (normgen-jit-bench, AMD Zen 4 VM, 2 cores, 2026-11-22).
 // Why: one task per few rows; three passes per row, only the first from DRAM.
-void schedule_row_norm_forward_cpu(alg::RowNormForward &p, const RowNormCpuParams &k, const Target &t) {
+void schedule_row_norm_forward_cpu(alg::RowNormForward &p, const RowNormCpuParams &k, const Target &t,
+                                   const Expr &cols) {
     Var j = alg::col_var(), r = alg::row_var();
     Var rb("rb"), ri("ri"), jo("jo"), ji("ji");
     const int lanes = lanes_of(k, t);
-    p.y.split(r, rb, ri, k.rows_per_task, TailStrategy::GuardWithIf)
+    // A task covers at least `task_kib` of input, so short rows do not drown the thread
+    // pool in tiny tasks (32768 rows of 256: 8192 tasks of 4 rows ran 2x slower on 2
+    // threads than on 1).
+    Expr task_rows = max(Expr(k.task_kib * 1024) / (cols * p.y.type().bytes()),
+                         k.rows_per_task);
+    p.y.split(r, rb, ri, task_rows, TailStrategy::GuardWithIf)
         .split(j, jo, ji, lanes * k.out_unroll, TailStrategy::GuardWithIf)
         .vectorize(ji)
         .parallel(rb);
-    p.stats.split(r, rb, ri, k.rows_per_task, TailStrategy::GuardWithIf).parallel(rb).compute_with(p.y, ri);
+    p.stats.split(r, rb, ri, task_rows, TailStrategy::GuardWithIf).parallel(rb).compute_with(p.y, ri);
     for (Func &f : p.reductions) schedule_row_reduction(f, p.k, lanes * k.accumulators, LoopLevel(p.y, ri));
 }
 

@@ -8,8 +8,9 @@ namespace normgen::sched {
 
 struct RowNormCpuParams {
     int vector_lanes = 0;     // float32 lanes per vector; 0 = the target's natural width
-    int accumulators = 4;     // independent vector accumulators per row reduction (ILP)
-    int rows_per_task = 4;    // forward: rows per parallel task
+    int accumulators = 2;     // independent vector accumulators per row reduction (ILP)
+    int rows_per_task = 4;    // forward: at least this many rows per parallel task
+    int task_kib = 256;       // forward: at least this many KiB of input per parallel task
     int out_unroll = 1;       // vectors per iteration of the output (y / dx) loop
     int block_kib = 1024;     // backward: KiB of x + dy per row block (re-read from L2)
     int min_blocks = 8;       // backward: at least this many row blocks (parallel tasks)
@@ -19,7 +20,8 @@ struct RowNormCpuParams {
     static constexpr IntKnob<RowNormCpuParams> knobs[] = {
         {"vector_lanes", &RowNormCpuParams::vector_lanes, 0, 64, "float32 lanes per vector (0: natural)"},
         {"accumulators", &RowNormCpuParams::accumulators, 1, 16, "vector accumulators per row reduction"},
-        {"rows_per_task", &RowNormCpuParams::rows_per_task, 1, 1024, "forward rows per parallel task"},
+        {"rows_per_task", &RowNormCpuParams::rows_per_task, 1, 1024, "forward minimum rows per parallel task"},
+        {"task_kib", &RowNormCpuParams::task_kib, 0, 65536, "forward minimum KiB of input per parallel task"},
         {"out_unroll", &RowNormCpuParams::out_unroll, 1, 8, "vectors per output-loop iteration"},
         {"block_kib", &RowNormCpuParams::block_kib, 4, 65536, "backward KiB of x + dy per row block"},
         {"min_blocks", &RowNormCpuParams::min_blocks, 1, 4096, "backward minimum number of row blocks"},
