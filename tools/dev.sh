@@ -65,6 +65,18 @@ env_lines() {
   echo "export PYTHONPATH=$BUILD/python\${PYTHONPATH:+:\$PYTHONPATH}"
 }
 
+# Timing runs (demo, bench) use jemalloc with decay off: on this kind of VM the first
+# touch of a fresh page costs ~8 us, so glibc's mmap-per-large-allocation turns every
+# op that returns a new 32 MB tensor (torch's and normgen's alike) into ~60 ms of page
+# faults. See bench/run_bench.py.
+timing_env() {
+  local lib=/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2
+  if [ -f "$lib" ]; then
+    echo "LD_PRELOAD=$lib${LD_PRELOAD:+ $LD_PRELOAD}"
+    echo "MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1"
+  fi
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -73,13 +85,13 @@ case "$cmd" in
   env) env_lines ;;
   demo)
     do_build
-    PATH=$VENV/bin:$PATH PYTHONPATH=$BUILD/python "$VENV/bin/python" -m normgen.demo "$@" ;;
+    env $(timing_env) PATH="$VENV/bin:$PATH" PYTHONPATH="$BUILD/python" "$VENV/bin/python" -m normgen.demo "$@" ;;
   test)
     do_build
     PATH=$VENV/bin:$PATH ctest --test-dir "$BUILD" --output-on-failure -j 1 "$@" ;;
   bench)
     do_build
-    PATH=$VENV/bin:$PATH PYTHONPATH=$BUILD/python "$VENV/bin/python" "$ROOT/bench/run_bench.py" --build "$BUILD" "$@" ;;
+    env $(timing_env) PATH="$VENV/bin:$PATH" PYTHONPATH="$BUILD/python" "$VENV/bin/python" "$ROOT/bench/run_bench.py" --build "$BUILD" "$@" ;;
   *)
     echo "usage: tools/dev.sh {demo|test|setup|build|bench|env}" >&2; exit 2 ;;
 esac

@@ -315,3 +315,15 @@ def test_threads_control_and_kernel_table():
     ng.set_num_threads(before)
     names = [k["name"] for k in ng.kernels()]
     assert len(names) == len(set(names)) and len(names) > 0
+
+
+def test_verbose_dispatch_names_the_kernel(tmp_path):
+    """NORMGEN_VERBOSE=dispatch prints the descriptor, the chosen kernel and skipped ones."""
+    import os
+    import subprocess
+    import sys
+    code = "import torch, normgen as ng; ng.layer_norm(torch.randn(4, 64)[:, ::2], (32,))"
+    env = dict(os.environ, NORMGEN_VERBOSE="dispatch")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert "layer_norm:fwd:f32:4x32:strided -> layer_norm_fwd_f32_strided_hb0_hw0" in out.stderr
+    assert "skipped layer_norm_fwd_f32_contig_hb0_hw0: needs unit stride" in out.stderr

@@ -73,7 +73,8 @@ def main(argv=None):
     by_op = collections.Counter(f"{k['op']}:{k['dir']}" for k in ng.kernels())
     print(f"normgen: {len(ng.kernels())} generated kernels ("
           + ", ".join(f"{k} {v}" for k, v in sorted(by_op.items())) + f"); {args.threads} thread(s)")
-    print("Max |error| vs a float64 reference (input mean 100, std 3) and median time per call:\n")
+    print("Max |error| vs a float64 reference (input mean 100, std 3) and median time per call")
+    print("(torch eager, float32; outputs allocated per call by both; see README on the allocator):\n")
     print(f"| {'case':<32} | {'normgen err':>11} | {'torch err':>9} | {'normgen ms':>10} | {'torch ms':>8} | {'speedup':>7} |")
     print(f"|{'-' * 34}|{'-' * 13}|{'-' * 11}|{'-' * 12}|{'-' * 10}|{'-' * 9}|")
     for m, n in SHAPES:
