@@ -31,6 +31,53 @@ void set_inner_stride(T &param, bool unit) {
     }
 }
 
+template <typename T>
+void constrain_layout(T &param, bool unit) {
+    set_inner_stride(param, unit);
+}
+template <typename T>
+void constrain_layout(T *param, bool unit) {  // optional arguments: null when absent
+    if (param) set_inner_stride(*param, unit);
+}
+
+// Apply a layout ("contig" / "strided") to every buffer argument of a kernel.
+template <typename... Ts>
+void apply_layout(const std::string &layout, Ts &&...params) {
+    const bool unit = unit_stride_layout(layout);
+    (constrain_layout(params, unit), ...);
+}
+
+// Channel-wise kernels see (s, c, n) tensors and per-channel parameters. Layouts:
+//   nchw:    s has unit stride (contiguous NCHW / NCDHW / NC)
+//   nhwc:    c has unit stride (channels-last)
+//   strided: any strides
+inline int channel_layout_unit_dim(const std::string &layout) {
+    if (layout == "nchw") return 0;
+    if (layout == "nhwc") return 1;
+    if (layout == "strided") return -1;
+    throw std::invalid_argument("normgen: unknown channel layout '" + layout + "' (expected nchw, nhwc or strided)");
+}
+
+template <typename T>
+void constrain_channel_layout(T &param, int unit_dim) {
+    if (param.dimensions() == 1) {  // per-channel parameters: unit stride unless strided
+        param.dim(0).set_stride(unit_dim < 0 ? Halide::Expr() : Halide::Expr(1));
+        return;
+    }
+    for (int d = 0; d < param.dimensions(); d++)
+        param.dim(d).set_stride(d == unit_dim ? Halide::Expr(1) : Halide::Expr());
+}
+template <typename T>
+void constrain_channel_layout(T *param, int unit_dim) {
+    if (param) constrain_channel_layout(*param, unit_dim);
+}
+
+template <typename... Ts>
+void apply_channel_layout(const std::string &layout, Ts &&...params) {
+    const int unit_dim = channel_layout_unit_dim(layout);
+    (constrain_channel_layout(params, unit_dim), ...);
+}
+
 // Tie the row-major output's bounds to the input's extents (n columns, `rows` rows)
 // and the per-row statistics output to `rows`, so fused loops share their bounds.
 // (Only a Tuple output's first buffer may be constrained; the others follow it.)

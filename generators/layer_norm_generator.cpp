@@ -41,11 +41,7 @@ public:
                                                         alg::storage_type(dtype));
         y = p.y;
         stats = p.stats;
-        bool unit = unit_stride_layout(layout);
-        set_inner_stride(x, unit);
-        set_inner_stride(y, unit);
-        if (weight) set_inner_stride(*weight, unit);
-        if (bias) set_inner_stride(*bias, unit);
+        apply_layout(layout, x, y, weight, bias);
         tie_row_bounds(y, Func(stats).output_buffers(), n, rows);
         sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n);
     }
@@ -86,17 +82,11 @@ public:
         alg::RowNormBackward p = alg::layer_norm_backward(dy, x, mean, rstd, w, has_weight, n, rows,
                                                           alg::storage_type(dtype));
         dx = p.dx;
-        bool unit = unit_stride_layout(layout);
-        set_inner_stride(dy, unit);
-        set_inner_stride(x, unit);
-        set_inner_stride(dx, unit);
         if (has_weight) {
             *dweight = p.param_grads[0];
             *dbias = p.param_grads[1];
-            set_inner_stride(*weight, unit);
-            set_inner_stride(*dweight, unit);
-            set_inner_stride(*dbias, unit);
         }
+        apply_layout(layout, dy, x, dx, weight, dweight, dbias);
         tie_row_bounds(dx, {}, n, rows);
         sched::schedule_row_norm_backward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n, rows);
     }

@@ -35,10 +35,7 @@ public:
         alg::RowNormForward p = alg::rms_norm_forward(x, w, has_weight, n, eps, alg::storage_type(dtype));
         y = p.y;
         stats = p.stats;
-        bool unit = unit_stride_layout(layout);
-        set_inner_stride(x, unit);
-        set_inner_stride(y, unit);
-        if (weight) set_inner_stride(*weight, unit);
+        apply_layout(layout, x, y, weight);
         tie_row_bounds(y, Func(stats).output_buffers(), n, rows);
         sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n);
     }
@@ -76,15 +73,8 @@ public:
         alg::RowNormBackward p = alg::rms_norm_backward(dy, x, rstd, w, has_weight, n, rows,
                                                         alg::storage_type(dtype));
         dx = p.dx;
-        bool unit = unit_stride_layout(layout);
-        set_inner_stride(dy, unit);
-        set_inner_stride(x, unit);
-        set_inner_stride(dx, unit);
-        if (has_weight) {
-            *dweight = p.param_grads[0];
-            set_inner_stride(*weight, unit);
-            set_inner_stride(*dweight, unit);
-        }
+        if (has_weight) *dweight = p.param_grads[0];
+        apply_layout(layout, dy, x, dx, weight, dweight);
         tie_row_bounds(dx, {}, n, rows);
         sched::schedule_row_norm_backward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n, rows);
     }

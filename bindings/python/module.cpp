@@ -95,6 +95,28 @@ PYBIND11_MODULE(_normgen, m) {
         call([&] { return normgen::rms_norm_backward(dyv, xv, rv, ns, wv.get(), dxv, dwv.get()); });
     });
 
+    m.def("batch_norm_forward", [](const ViewSpec &x, const OptSpec &rm, const OptSpec &rv, const OptSpec &w,
+                                   const OptSpec &b, bool training, std::optional<double> momentum, double eps,
+                                   const ViewSpec &y, const OptSpec &save_mean, const OptSpec &save_rstd,
+                                   std::optional<uintptr_t> num_batches_tracked) {
+        TensorView xv = view(x), yv = view(y);
+        Opt rmv(rm), rvv(rv), wv(w), bv(b), smv(save_mean), srv(save_rstd);
+        auto *nbt = num_batches_tracked ? reinterpret_cast<int64_t *>(*num_batches_tracked) : nullptr;
+        call([&] {
+            return normgen::batch_norm_forward(xv, rmv.get(), rvv.get(), wv.get(), bv.get(), training, momentum, eps,
+                                               yv, smv.get(), srv.get(), nbt);
+        });
+    });
+    m.def("batch_norm_backward", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &save_mean,
+                                    const ViewSpec &save_rstd, const OptSpec &w, bool training, const ViewSpec &dx,
+                                    const OptSpec &dw, const OptSpec &db) {
+        TensorView dyv = view(dy), xv = view(x), mv = view(save_mean), rv = view(save_rstd), dxv = view(dx);
+        Opt wv(w), dwv(dw), dbv(db);
+        call([&] {
+            return normgen::batch_norm_backward(dyv, xv, mv, rv, wv.get(), training, dxv, dwv.get(), dbv.get());
+        });
+    });
+
     m.def("set_num_threads", &normgen::set_num_threads, py::arg("n"),
           "Set the CPU worker threads (n < 1: the default); returns the previous value.");
     m.def("num_threads", &normgen::num_threads);

@@ -7,6 +7,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace normgen::alg {
 
@@ -37,41 +38,49 @@ inline Expr widen(const Expr &e) { return Halide::cast<float>(e); }
 // Round a float32 result once to the storage type.
 inline Expr narrow(const Expr &e, const Type &t) { return Halide::cast(t, e); }
 
-// Per-row mean and (biased) variance of x(k, r) over k in [0, n), in float32.
+// Mean and (biased) variance of v(k..., keys...) over the RDom k, per key, in float32.
 // Corrected two-pass algorithm (Chan, Golub & LeVeque 1983): pass 1 gives a
-// provisional mean m0; pass 2 sums d = x - m0 and d^2. Then mean = m0 + sum(d)/n and
-// M2 = sum(d^2) - sum(d)^2/n; sum(d) is tiny, so neither step cancels, unlike
-// E[x^2] - E[x]^2. The row is cache-resident after pass 1, so pass 2 is free in a
-// memory-bound kernel.
-struct RowMoments {
-    Func sum;    // pass 1: sum_k x          (update over `k`; the schedule rfactors it)
+// provisional mean m0; pass 2 sums d = v - m0 and d^2. Then mean = m0 + sum(d)/count
+// and M2 = sum(d^2) - sum(d)^2/count; sum(d) is tiny, so neither step cancels, unlike
+// E[x^2] - E[x]^2. Schedules keep the reduced data cache-resident for pass 2.
+struct Moments {
+    Func sum;    // pass 1: sum v            (update over `k`; the schedule rfactors it)
     Func dev;    // pass 2: (sum d, sum d^2) (update over `k`)
     Func mean;   // corrected mean
     Func var;    // biased variance, clamped at 0
-    RDom k;      // the reduction domain over columns
+    RDom k;      // the reduction domain
 };
 
-inline RowMoments row_moments(const Func &x32, const Expr &n, const std::string &prefix) {
-    Var r = row_var();
-    RowMoments m;
-    m.k = RDom(0, n, prefix + "_k");
-    Expr nf = Halide::cast<float>(n);
+inline Moments moments(const Func &v, const RDom &k, const std::vector<Var> &keys, const Expr &count,
+                       const std::string &prefix) {
+    std::vector<Expr> at;  // v's arguments: the RDom's dims, then the keys
+    for (int i = 0; i < k.dimensions(); i++) at.push_back(k[i]);
+    for (const Var &key : keys) at.push_back(key);
+    std::vector<Expr> key_args(keys.begin(), keys.end());
+    Moments m;
+    m.k = k;
+    Expr nf = Halide::cast<float>(count);
     m.sum = Func(prefix + "_sum");
-    m.sum(r) = 0.0f;
-    m.sum(r) += x32(m.k, r);
+    m.sum(key_args) = 0.0f;
+    m.sum(key_args) += v(at);
     Func m0(prefix + "_mean0");
-    m0(r) = m.sum(r) / nf;
+    m0(key_args) = m.sum(key_args) / nf;
     m.dev = Func(prefix + "_dev");
-    m.dev(r) = Tuple(0.0f, 0.0f);
+    m.dev(key_args) = Tuple(0.0f, 0.0f);
     // strict_float: Halide otherwise lets LLVM reassociate float math, which may fold
-    // sum(x - m0) back into sum(x) - n*m0 and undo the correction.
-    Expr d = Halide::strict_float(x32(m.k, r) - m0(r));
-    m.dev(r) = Tuple(m.dev(r)[0] + d, m.dev(r)[1] + d * d);
+    // sum(v - m0) back into sum(v) - n*m0 and undo the correction.
+    Expr d = Halide::strict_float(v(at) - m0(key_args));
+    m.dev(key_args) = Tuple(m.dev(key_args)[0] + d, m.dev(key_args)[1] + d * d);
     m.mean = Func(prefix + "_mean");
-    m.mean(r) = Halide::strict_float(m0(r) + m.dev(r)[0] / nf);
+    m.mean(key_args) = Halide::strict_float(m0(key_args) + m.dev(key_args)[0] / nf);
     m.var = Func(prefix + "_var");
-    m.var(r) = Halide::max(m.dev(r)[1] - m.dev(r)[0] * m.dev(r)[0] / nf, 0.0f) / nf;
+    m.var(key_args) = Halide::max(m.dev(key_args)[1] - m.dev(key_args)[0] * m.dev(key_args)[0] / nf, 0.0f) / nf;
     return m;
+}
+
+// Per-row moments of x32(k, r) over k in [0, n): the row-wise families' case.
+inline Moments row_moments(const Func &x32, const Expr &n, const std::string &prefix) {
+    return moments(x32, RDom(0, n, prefix + "_k"), {row_var()}, n, prefix);
 }
 
 // Per-row sum of squares over k in [0, n) (RMSNorm). No cancellation to guard against.

@@ -16,7 +16,7 @@ inline RowNormForward layer_norm_forward(const Func &x, const Func &w, const Fun
     RowNormForward p;
     p.x32 = Func("ln_x32");
     p.x32(j, r) = widen(x(j, r));
-    RowMoments m = row_moments(p.x32, n, "ln");
+    Moments m = row_moments(p.x32, n, "ln");
     p.reductions = {m.sum, m.dev};
     p.k = m.k;
     Func rstd("ln_rstd");

@@ -104,17 +104,18 @@ const Kernel *select_kernel(const Request &req, std::string *why) {
         if (std::strcmp(i.op, req.op) || std::strcmp(i.dir, req.dir) || std::strcmp(i.dtype, dtype) ||
             req.variant != i.variant || std::strcmp(i.target, "cpu"))
             continue;
-        const bool contig = std::strcmp(i.layout, "contig") == 0;
+        const bool generic = std::strcmp(i.layout, "strided") == 0;
         std::string reason;
-        if (contig && !req.unit_stride) reason = "needs unit stride along the normalized dim";
+        if (!generic && std::strcmp(i.layout, req.layout) != 0)
+            reason = std::string("is for the ") + i.layout + " layout, the call's is " + req.layout;
         if (reason.empty() && i.cols != 0 && i.cols != req.cols)
             reason = "specialized for cols=" + std::to_string(i.cols);
         if (!reason.empty()) {
             if (verbose_dispatch()) skipped += std::string("\n  skipped ") + i.name + ": " + reason;
             continue;
         }
-        // Shape-specialized first, then the contiguous generic, then the strided one.
-        int rank = (i.cols != 0 ? 0 : 2) + (contig ? 0 : 1);
+        // Shape-specialized first, then the call's layout, then the strided generic.
+        int rank = (i.cols != 0 ? 0 : 2) + (generic ? 1 : 0);
         if (rank < best_rank) {
             if (best && verbose_dispatch())
                 skipped += std::string("\n  skipped ") + best->info.name + ": less specialized than " + i.name;
@@ -124,7 +125,7 @@ const Kernel *select_kernel(const Request &req, std::string *why) {
             skipped += std::string("\n  skipped ") + i.name + ": less specialized than " + best->info.name;
         }
     }
-    std::string desc = describe(req.op, req.dir, req.dtype, req.shape, req.unit_stride ? "contig" : "strided");
+    std::string desc = describe(req.op, req.dir, req.dtype, req.shape, req.layout);
     if (!best) {
         *why = "no kernel in the kernel list for " + desc + " (variant " + req.variant + ")";
         return nullptr;

@@ -41,12 +41,12 @@ struct Request {
     const char *dir;
     DType dtype;
     std::string variant;  // "k=v,k=v" sorted by key, as in the table
-    bool unit_stride;     // every buffer has unit stride along the normalized dim
+    const char *layout;   // the layout every buffer has (contig, nchw, nhwc) or "strided"
     int64_t cols;         // the normalized row length (for shape-specialized kernels)
     std::vector<int64_t> shape;  // for the descriptor in logs
 };
 
-// The best kernel for `req`: a shape-specialized one, then the contiguous generic,
+// The best kernel for `req`: a shape-specialized one, then one for the call's layout,
 // then the strided generic. nullptr (with a message in *why) if none fits.
 const Kernel *select_kernel(const Request &req, std::string *why);
 

@@ -199,6 +199,20 @@ bool collapse_2d(const TensorView &t, int split, View2D *out) {
     return true;
 }
 
+bool collapse_3d(const TensorView &t, View3D *out) {
+    out->data = t.data;
+    out->dtype = t.dtype;
+    out->batch = t.shape[0];
+    out->n_stride = t.strides[0];
+    out->channels = t.shape[1];
+    out->c_stride = t.strides[1];
+    if (!collapse_range(t, 2, t.rank, &out->spatial, &out->s_stride)) return false;
+    if (out->spatial <= 1) out->s_stride = 1;
+    if (out->channels <= 1) out->c_stride = 1;
+    if (out->batch <= 1) out->n_stride = out->channels * out->spatial;
+    return true;
+}
+
 bool collapse_1d(const TensorView &t, int64_t *extent, int64_t *stride) {
     bool ok = collapse_range(t, 0, t.rank, extent, stride);
     if (ok && *extent <= 1) *stride = 1;
@@ -215,6 +229,17 @@ halide_type_t halide_type_of(DType t) {
     return halide_type_t(halide_type_float, 32);
 }
 }  // namespace
+
+void HalideBuf::init_3d(const View3D &v) {
+    buf = halide_buffer_t{};
+    buf.host = static_cast<uint8_t *>(v.data);
+    buf.type = halide_type_of(v.dtype);
+    buf.dimensions = 3;
+    buf.dim = dim;
+    dim[0] = halide_dimension_t(0, static_cast<int32_t>(v.spatial), static_cast<int32_t>(v.s_stride));
+    dim[1] = halide_dimension_t(0, static_cast<int32_t>(v.channels), static_cast<int32_t>(v.c_stride));
+    dim[2] = halide_dimension_t(0, static_cast<int32_t>(v.batch), static_cast<int32_t>(v.n_stride));
+}
 
 void HalideBuf::init_2d(const View2D &v) {
     buf = halide_buffer_t{};

@@ -44,10 +44,21 @@ struct View2D {
 bool collapse_2d(const TensorView &t, int split, View2D *out);
 bool collapse_1d(const TensorView &t, int64_t *extent, int64_t *stride);
 
-// A Halide buffer descriptor over caller memory (1-D or 2-D, dim 0 innermost).
+// A 3-D view of an (N, C, *spatial) tensor: s = the flattened spatial dims (extent
+// `spatial`, 1 for an (N, C) tensor), c the channel, n the batch.
+struct View3D {
+    void *data;
+    DType dtype;
+    int64_t spatial, s_stride, channels, c_stride, batch, n_stride;
+};
+// False if the spatial dims cannot be expressed with a single stride.
+bool collapse_3d(const TensorView &t, View3D *out);
+
+// A Halide buffer descriptor over caller memory (1-D to 3-D, dim 0 innermost).
 struct HalideBuf {
     halide_buffer_t buf{};
-    halide_dimension_t dim[2]{};
+    halide_dimension_t dim[3]{};
+    void init_3d(const View3D &v);
     void init_2d(const View2D &v);
     void init_1d(void *data, DType dtype, int64_t extent, int64_t stride);
     halide_buffer_t *get() { return &buf; }

@@ -1,5 +1,7 @@
 #include "row_norm.h"
 
+#include "reduction.h"
+
 namespace normgen::sched {
 
 using namespace Halide;
@@ -8,24 +10,6 @@ namespace {
 
 int lanes_of(const RowNormCpuParams &k, const Target &t) {
     return k.vector_lanes > 0 ? k.vector_lanes : t.natural_vector_size<float>();
-}
-
-// A per-row reduction f(r) over the 1-D RDom `k`: split the columns into vectors of
-// `width` (= lanes x accumulators, which LLVM splits into independent registers),
-// accumulate them in a partial stored with the lanes innermost (rfactor appends its
-// new Var last; without reorder_storage the accumulators become gathers), then
-// finish the lanes with a vector tree reduction rather than a serial chain.
-void schedule_row_reduction(Func f, const RDom &k, int width, const LoopLevel &at) {
-    Var r = alg::row_var();
-    Var v(f.name() + "_lane");
-    RVar ko(f.name() + "_ko"), ki(f.name() + "_ki");
-    f.compute_at(at).store_in(MemoryType::Stack).bound_storage(r, 1);
-    Func partial = f.update().split(k.x, ko, ki, width, TailStrategy::GuardWithIf).rfactor(ki, v);
-    partial.compute_at(at).store_in(MemoryType::Stack).reorder_storage(v, r).vectorize(v);
-    partial.update().reorder(v, ko, r).vectorize(v);
-    // The lanes hold min(n, width) partials; rows of at least `width` columns (all
-    // but tiny ones) finish with one horizontal vector reduction.
-    f.update().specialize(k.x.extent() >= width).atomic().vectorize(ki);
 }
 
 }  // namespace
@@ -48,7 +32,7 @@ void schedule_row_norm_forward_cpu(alg::RowNormForward &p, const RowNormCpuParam
         .vectorize(ji)
         .parallel(rb);
     p.stats.split(r, rb, ri, task_rows, TailStrategy::GuardWithIf).parallel(rb).compute_with(p.y, ri);
-    for (Func &f : p.reductions) schedule_row_reduction(f, p.k, lanes * k.accumulators, LoopLevel(p.y, ri));
+    for (Func &f : p.reductions) vector_reduction(f, p.k, r, lanes * k.accumulators, LoopLevel(p.y, ri));
 }
 
 // Measured: LayerNorm f32 1024x8192, 1 thread, block_kib 1024: 7.4 ms = 13.7 GB/s, 0.66 of
@@ -72,7 +56,7 @@ void schedule_row_norm_backward_cpu(alg::RowNormBackward &p, const RowNormCpuPar
         .split(j, jo, ji, lanes * k.out_unroll, TailStrategy::GuardWithIf)
         .vectorize(ji)
         .parallel(rb);
-    schedule_row_reduction(p.row_sums, p.k, lanes * k.accumulators, LoopLevel(p.dx, ri));
+    vector_reduction(p.row_sums, p.k, r, lanes * k.accumulators, LoopLevel(p.dx, ri));
     if (!p.col_sums.defined()) return;
     // dweight/dbias: partial(j, rb) over the rows of block rb, computed in dx's block
     // loop right after dx's rows (the block is still in cache); then the sum over

@@ -326,4 +326,4 @@ def test_verbose_dispatch_names_the_kernel(tmp_path):
     env = dict(os.environ, NORMGEN_VERBOSE="dispatch")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert "layer_norm:fwd:f32:4x32:strided -> layer_norm_fwd_f32_strided_hb0_hw0" in out.stderr
-    assert "skipped layer_norm_fwd_f32_contig_hb0_hw0: needs unit stride" in out.stderr
+    assert "skipped layer_norm_fwd_f32_contig_hb0_hw0: is for the contig layout, the call's is strided" in out.stderr

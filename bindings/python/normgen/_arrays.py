@@ -79,3 +79,40 @@ def check_same_container(x, name: str, other):
     if other is not None and is_torch(other) != is_torch(x):
         kind = "torch tensor" if is_torch(x) else "numpy array"
         raise TypeError(f"{name} must be a {kind} like x, got {type(other).__name__}")
+
+
+def counter_pointer(a, name: str):
+    """Address of a one-element int64 counter (numpy array or torch tensor), or None."""
+    if a is None:
+        return None
+    if is_torch(a):
+        if a.dtype != torch.int64 or a.numel() != 1 or a.device.type != "cpu":
+            raise TypeError(f"{name} must be a one-element int64 CPU tensor, got {a.dtype} of shape {tuple(a.shape)}")
+        return a.data_ptr()
+    if isinstance(a, np.ndarray):
+        if a.dtype != np.int64 or a.size != 1:
+            raise TypeError(f"{name} must be a one-element int64 array, got {a.dtype} of shape {a.shape}")
+        if not a.flags.writeable:
+            raise ValueError(f"{name} must be writeable (it is incremented in place)")
+        return a.__array_interface__["data"][0]
+    raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(a).__name__}")
+
+
+class SavedStats(np.ndarray):
+    """A float32 statistics array that remembers which forward mode produced it."""
+
+    normgen_training = True
+
+
+def tag_mode(stats, training: bool):
+    """Record on a saved statistics array whether the forward used batch statistics."""
+    if is_torch(stats):
+        stats.normgen_training = training
+        return stats
+    tagged = stats.view(SavedStats)
+    tagged.normgen_training = training
+    return tagged
+
+
+def saved_mode(stats) -> bool:
+    return bool(getattr(stats, "normgen_training", True))

@@ -7,11 +7,13 @@ parameter), following the calling conventions of normgen's design document.
 from __future__ import annotations
 
 from . import _normgen
-from ._arrays import check_same_container, empty_like, empty_stats, opt_spec, shape_tuple, spec
+from ._arrays import (check_same_container, counter_pointer, empty_like, empty_stats, opt_spec, saved_mode,
+                      shape_tuple, spec, tag_mode)
 
 __all__ = [
     "layer_norm", "layer_norm_forward", "layer_norm_backward",
     "rms_norm", "rms_norm_forward", "rms_norm_backward",
+    "batch_norm", "batch_norm_forward", "batch_norm_backward",
 ]
 
 
@@ -109,3 +111,71 @@ def rms_norm_backward(dy, x, rstd, normalized_shape, weight=None):
     _normgen.rms_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(rstd, "rstd"), ns, opt_spec(weight, "weight"),
                                spec(dx, "dx"), opt_spec(dweight, "dweight"))
     return dx, dweight
+
+
+def _channels(x, name="x"):
+    shape = tuple(x.shape)
+    if len(shape) < 2:
+        raise ValueError(f"Expected {name} of shape (N, C) or (N, C, *spatial), but got {list(shape)}")
+    return shape[1]
+
+
+def batch_norm_forward(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                       eps=1e-5, *, num_batches_tracked=None):
+    """BatchNorm per channel over (N, *spatial), keeping the statistics for the backward.
+
+    Parameters
+    ----------
+    x : array (N, C) or (N, C, *spatial) with up to 3 spatial dims; NCHW and
+        channels-last layouts have fast kernels, any strides work
+    running_mean, running_var : float32 arrays (C,) or None; updated in place when
+        training (running_var with the unbiased variance)
+    weight, bias : arrays (C,) of x's dtype, optional
+    training : normalize with the batch statistics (True) or the running ones (False)
+    momentum : float, or None for the cumulative average (needs ``num_batches_tracked``)
+    num_batches_tracked : one-element int64 array, incremented by every training call
+        that updates running statistics
+
+    Returns
+    -------
+    y : x's shape, dtype, container and memory format
+    save_mean, save_rstd : float32 (C,): the statistics that normalized x (batch or running)
+    """
+    c = _channels(x)
+    for n, a in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
+        check_same_container(x, n, a)
+    xs = spec(x, "x")
+    y = empty_like(x)
+    save_mean, save_rstd = empty_stats(x, (c,)), empty_stats(x, (c,))
+    _normgen.batch_norm_forward(xs, opt_spec(running_mean, "running_mean"), opt_spec(running_var, "running_var"),
+                                opt_spec(weight, "weight"), opt_spec(bias, "bias"), bool(training),
+                                None if momentum is None else _float_eps(momentum, "momentum"), _float_eps(eps),
+                                spec(y, "y"), spec(save_mean, "save_mean"), spec(save_rstd, "save_rstd"),
+                                counter_pointer(num_batches_tracked, "num_batches_tracked"))
+    return y, save_mean, tag_mode(save_rstd, bool(training))
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,
+               num_batches_tracked=None):
+    """``torch.nn.functional.batch_norm``: see :func:`batch_norm_forward`."""
+    return batch_norm_forward(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                              num_batches_tracked=num_batches_tracked)[0]
+
+
+def batch_norm_backward(dy, x, save_mean, save_rstd, weight=None):
+    """Gradients of BatchNorm: ``(dx, dweight, dbias)``; dweight/dbias are None without weight.
+
+    ``save_mean``/``save_rstd`` are what :func:`batch_norm_forward` returned; they record
+    whether the forward used batch statistics (gradient through them) or running
+    statistics (the affine gradient ``dy * weight * rstd``).
+    """
+    c = _channels(x)
+    for n, a in (("dy", dy), ("weight", weight)):
+        check_same_container(x, n, a)
+    dx = empty_like(x)
+    dweight = empty_like(x, (c,)) if weight is not None else None
+    dbias = empty_like(x, (c,)) if weight is not None else None
+    _normgen.batch_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(save_mean, "save_mean"),
+                                 spec(save_rstd, "save_rstd"), opt_spec(weight, "weight"), saved_mode(save_rstd),
+                                 spec(dx, "dx"), opt_spec(dweight, "dweight"), opt_spec(dbias, "dbias"))
+    return dx, dweight, dbias

@@ -103,6 +103,30 @@ NORMGEN_API Status rms_norm_backward(const TensorView &dy, const TensorView &x, 
                                      const std::vector<int64_t> &normalized_shape, const TensorView *weight,
                                      const TensorView &dx, const TensorView *dweight = nullptr);
 
+// ---- BatchNorm (torch.nn.functional.batch_norm) ---------------------------------------
+// x: (N, C) or (N, C, *spatial) with up to 3 spatial dims, any strides (contiguous NCHW
+// and channels-last have fast kernels); y: x's shape and dtype; weight, bias: (C,) of
+// x's dtype (optional). running_mean/running_var: float32 (C,), optional in training.
+// training: normalizes with the batch statistics (biased variance) and, given running
+//   statistics, updates them in place: r = (1 - m) r + m * batch, with the unbiased
+//   variance for running_var; m = momentum, or 1/num_batches_tracked after incrementing
+//   *num_batches_tracked when momentum is nullopt (the cumulative average). A channel
+//   with one value is an error, as in torch.
+// inference: normalizes with running_mean/running_var (required).
+// save_mean/save_rstd: float32 (C,) outputs for batch_norm_backward (the batch's, or
+//   the running statistics' in inference), optional.
+NORMGEN_API Status batch_norm_forward(const TensorView &x, const TensorView *running_mean,
+                                      const TensorView *running_var, const TensorView *weight,
+                                      const TensorView *bias, bool training, std::optional<double> momentum,
+                                      double eps, const TensorView &y, const TensorView *save_mean = nullptr,
+                                      const TensorView *save_rstd = nullptr, int64_t *num_batches_tracked = nullptr);
+// training: the gradients through the batch statistics; inference (the forward used
+// running statistics): the affine gradient dx = dy * weight * rstd. dweight/dbias with weight.
+NORMGEN_API Status batch_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
+                                       const TensorView &save_rstd, const TensorView *weight, bool training,
+                                       const TensorView &dx, const TensorView *dweight = nullptr,
+                                       const TensorView *dbias = nullptr);
+
 // ---- the kernel table (the expansion of generators/kernels.list) ----------------------
 struct KernelInfo {
     const char *name;      // e.g. layer_norm_fwd_f32_contig_hb1_hw1

@@ -1,0 +1,32 @@
+// The shape shared by the channel-wise normalizations of (N, C, *spatial) tensors
+// (BatchNorm, and later InstanceNorm and GroupNorm): what their pipelines expose to a
+// schedule. Tensors are 3-D views x(s, c, n): s = the flattened spatial dims, c the
+// channel, n the batch; the layout (which of them is unit-stride) is the kernel's.
+#pragma once
+
+#include "common.h"
+
+#include <vector>
+
+namespace normgen::alg {
+
+inline Var spatial_var() { return Var("s"); }
+inline Var channel_var() { return Var("c"); }
+inline Var batch_var() { return Var("n"); }
+
+struct ChannelNormForward {
+    std::vector<Func> reductions;  // per-channel reductions over `k`, in dependence order
+    RDom k;                        // their reduction domain: (s, n)
+    Func y;                        // output (s, c, n), storage type
+    Func stats;                    // output (c), float32 Tuple (undefined in inference)
+};
+
+struct ChannelNormBackward {
+    Func sums;                     // per-channel reductions over `k` (undefined in inference)
+    RDom k;                        // (s, n)
+    Func dx;                       // output (s, c, n)
+    Func param_sums;               // per-channel (sum dy*xhat, sum dy) over `k` (inference)
+    std::vector<Func> param_grads; // outputs (c): dweight, dbias (with weight)
+};
+
+}  // namespace normgen::alg

@@ -1,0 +1,116 @@
+// BatchNorm generators: forward (training: y, stats = (mean, rstd, var); inference:
+// y from running statistics) and backward (dx[, dweight, dbias]). Inputs are 3-D views
+// (s, c, n); per-channel parameters are optional arguments (added in configure()).
+#include "algorithms/batch_norm.h"
+#include "generator_common.h"
+#include "../schedules/cpu/batch_norm.h"
+
+namespace normgen::gen {
+
+using namespace Halide;
+
+class BatchNormForward : public Generator<BatchNormForward> {
+public:
+    GeneratorParam<std::string> dtype{"dtype", "f32"};
+    GeneratorParam<std::string> layout{"layout", "nchw"};
+    GeneratorParam<bool> training{"training", true};
+    GeneratorParam<bool> affine{"affine", true};
+    GeneratorParam<std::string> schedule{"schedule", ""};
+
+    Input<Buffer<void, 3>> x{"x"};
+    Input<float> eps{"eps"};
+    Output<Buffer<void, 3>> y{"y"};
+
+    Input<Buffer<>> *weight = nullptr, *bias = nullptr;
+    Input<Buffer<>> *running_mean = nullptr, *running_var = nullptr;
+    Output<Func> *stats = nullptr;  // training: (mean, rstd, biased var) per channel
+
+    void configure() {
+        Type t = alg::storage_type(dtype);
+        x.set_type(t);
+        y.set_type(t);
+        if (affine) {
+            weight = add_input<Buffer<>>("weight", t, 1);
+            bias = add_input<Buffer<>>("bias", t, 1);
+        }
+        if (training) {
+            stats = add_output<Func>("stats", std::vector<Type>{Float(32), Float(32), Float(32)}, 1);
+        } else {
+            running_mean = add_input<Buffer<>>("running_mean", Float(32), 1);
+            running_var = add_input<Buffer<>>("running_var", Float(32), 1);
+        }
+    }
+
+    void generate() {
+        Expr spatial = x.dim(0).extent(), channels = x.dim(1).extent(), batch = x.dim(2).extent();
+        auto f = [](Input<Buffer<>> *in) { return in ? Func(*in) : Func(); };
+        alg::ChannelNormForward p =
+            alg::batch_norm_forward(x, f(weight), f(bias), f(running_mean), f(running_var), training, spatial,
+                                    batch, eps, alg::storage_type(dtype));
+        y = p.y;
+        y.dim(0).set_bounds(0, spatial);
+        y.dim(1).set_bounds(0, channels);
+        y.dim(2).set_bounds(0, batch);
+        if (stats) {
+            *stats = p.stats;
+            Func(*stats).output_buffers()[0].dim(0).set_bounds(0, channels);
+        }
+        apply_channel_layout(layout, x, y, weight, bias, running_mean, running_var);
+        sched::schedule_batch_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
+                                               spatial, channels);
+    }
+};
+
+class BatchNormBackward : public Generator<BatchNormBackward> {
+public:
+    GeneratorParam<std::string> dtype{"dtype", "f32"};
+    GeneratorParam<std::string> layout{"layout", "nchw"};
+    GeneratorParam<bool> training{"training", true};
+    GeneratorParam<bool> has_weight{"has_weight", true};
+    GeneratorParam<std::string> schedule{"schedule", ""};
+
+    Input<Buffer<void, 3>> dy{"dy"};
+    Input<Buffer<void, 3>> x{"x"};
+    Input<Buffer<float, 1>> mean{"mean"};
+    Input<Buffer<float, 1>> rstd{"rstd"};
+    Output<Buffer<void, 3>> dx{"dx"};
+
+    Input<Buffer<>> *weight = nullptr;
+    Output<Buffer<>> *dweight = nullptr, *dbias = nullptr;
+
+    void configure() {
+        Type t = alg::storage_type(dtype);
+        dy.set_type(t);
+        x.set_type(t);
+        dx.set_type(t);
+        if (has_weight) {
+            weight = add_input<Buffer<>>("weight", t, 1);
+            dweight = add_output<Buffer<>>("dweight", t, 1);
+            dbias = add_output<Buffer<>>("dbias", t, 1);
+        }
+    }
+
+    void generate() {
+        Expr spatial = x.dim(0).extent(), channels = x.dim(1).extent(), batch = x.dim(2).extent();
+        alg::ChannelNormBackward p = alg::batch_norm_backward(dy, x, mean, rstd, weight ? Func(*weight) : Func(),
+                                                              training, spatial, batch, alg::storage_type(dtype));
+        dx = p.dx;
+        dx.dim(0).set_bounds(0, spatial);
+        dx.dim(1).set_bounds(0, channels);
+        dx.dim(2).set_bounds(0, batch);
+        if (has_weight) {
+            *dweight = p.param_grads[0];
+            *dbias = p.param_grads[1];
+            dweight->dim(0).set_bounds(0, channels);
+            dbias->dim(0).set_bounds(0, channels);
+        }
+        apply_channel_layout(layout, dy, x, dx, weight, dweight, dbias);
+        sched::schedule_batch_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
+                                                spatial, channels);
+    }
+};
+
+}  // namespace normgen::gen
+
+HALIDE_REGISTER_GENERATOR(normgen::gen::BatchNormForward, batch_norm_fwd)
+HALIDE_REGISTER_GENERATOR(normgen::gen::BatchNormBackward, batch_norm_bwd)

@@ -1,0 +1,144 @@
+// BatchNorm entry points: argument checks, one kernel call, and the running-statistics
+// update (C values, done here rather than in the kernel so kernels never write inputs).
+#include "channel_call.h"
+
+#include <cmath>
+#include <limits>
+
+namespace normgen {
+
+using namespace detail;
+
+namespace {
+
+// Element i of a float32 (C,) view with any stride.
+float &at(const TensorView &t, int64_t i) {
+    int64_t extent, stride;
+    collapse_1d(t, &extent, &stride);
+    return static_cast<float *>(t.data)[i * stride];
+}
+
+Status check_momentum(std::optional<double> momentum, const int64_t *num_batches_tracked, bool updating) {
+    if (momentum && !std::isfinite(*momentum))
+        return invalid("momentum must be a finite number or None, got " + std::to_string(*momentum));
+    if (!momentum && updating && !num_batches_tracked)
+        return invalid("momentum=None (cumulative average) needs num_batches_tracked");
+    return Status::OK();
+}
+
+}  // namespace
+
+Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, const TensorView *running_var,
+                          const TensorView *weight, const TensorView *bias, bool training,
+                          std::optional<double> momentum, double eps, const TensorView &y,
+                          const TensorView *save_mean, const TensorView *save_rstd, int64_t *num_batches_tracked) {
+    ChannelCall call(x);
+    Status s;
+    if (!(s = call.check_x()).ok() || !(s = call.check_per_channel(weight, "weight", false)).ok() ||
+        !(s = call.check_per_channel(bias, "bias", false)).ok() ||
+        !(s = call.check_per_channel(running_mean, "running_mean", true)).ok() ||
+        !(s = call.check_per_channel(running_var, "running_var", true)).ok() || !(s = check_eps(eps)).ok() ||
+        !(s = call.check_like_x(y, "y")).ok() || !(s = call.check_per_channel(save_mean, "save_mean", true)).ok() ||
+        !(s = call.check_per_channel(save_rstd, "save_rstd", true)).ok())
+        return s;
+    if (!running_mean != !running_var)
+        return invalid("running_mean and running_var must be given together (or both None)");
+    if (!training && !running_mean)
+        return invalid("running_mean and running_var are required when training=False");
+    const bool updating = training && running_mean;
+    if (!(s = check_momentum(momentum, num_batches_tracked, updating)).ok()) return s;
+    const int64_t per_channel = call.batch() * call.spatial();
+    if (training && per_channel <= 1)
+        return invalid("Expected more than 1 value per channel when training, got input size " + shape_str(x.sizes()));
+    s = check_no_overlap({{&y, "y"}, {save_mean, "save_mean"}, {save_rstd, "save_rstd"}},
+                         {{&x, "x"}, {weight, "weight"}, {bias, "bias"}, {running_mean, "running_mean"},
+                          {running_var, "running_var"}});
+    if (!s.ok()) return s;
+    const int64_t C = call.channels();
+    if (!training) {
+        // The saved statistics of an inference forward are the running ones.
+        for (int64_t c = 0; c < C; c++) {
+            if (save_mean) at(*save_mean, c) = at(*running_mean, c);
+            if (save_rstd) at(*save_rstd, c) = static_cast<float>(1.0 / std::sqrt(double(at(*running_var, c)) + eps));
+        }
+        if (per_channel == 0) return Status::OK();
+    }
+    // A lone weight or bias: the kernel takes both, the other is the identity.
+    TensorView ones, zeros;
+    const TensorView *w = weight, *b = bias;
+    if (w && !b) b = &(zeros = call.constant_channel(0.0f));
+    if (b && !w) w = &(ones = call.constant_channel(1.0f));
+    call.bind_tensor(x, "x", false);
+    call.bind_tensor(y, "y", true);
+    if (w) {
+        call.bind_channel(*w, "weight", false);
+        call.bind_channel(*b, "bias", false);
+    }
+    call.bind_scalar("eps", static_cast<float>(eps));
+    float *mean = nullptr, *var = nullptr;
+    if (training) {
+        mean = call.bind_channel_stat(save_mean, "stats.0");
+        call.bind_channel_stat(save_rstd, "stats.1");
+        var = call.bind_channel_stat(nullptr, "stats.2");
+    } else {
+        call.bind_channel(*running_mean, "running_mean", false);
+        call.bind_channel(*running_var, "running_var", false);
+    }
+    std::string variant = std::string("affine=") + (w ? "1" : "0") + ",training=" + (training ? "1" : "0");
+    s = call.run("batch_norm", "fwd", variant);
+    if (!s.ok() || !updating) return s;
+    double m;
+    if (momentum) {
+        m = *momentum;
+    } else {
+        ++*num_batches_tracked;
+        m = 1.0 / double(*num_batches_tracked);
+    }
+    if (momentum && num_batches_tracked) ++*num_batches_tracked;
+    const double unbias = double(per_channel) / double(per_channel - 1);
+    for (int64_t c = 0; c < C; c++) {
+        float &rm = at(*running_mean, c), &rv = at(*running_var, c);
+        rm = static_cast<float>((1 - m) * rm + m * mean[c]);
+        rv = static_cast<float>((1 - m) * rv + m * var[c] * unbias);
+    }
+    return s;
+}
+
+Status batch_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
+                           const TensorView &save_rstd, const TensorView *weight, bool training, const TensorView &dx,
+                           const TensorView *dweight, const TensorView *dbias) {
+    ChannelCall call(x);
+    Status s;
+    if (!(s = call.check_x()).ok() || !(s = call.check_like_x(dy, "dy")).ok() ||
+        !(s = call.check_per_channel(&save_mean, "save_mean", true)).ok() ||
+        !(s = call.check_per_channel(&save_rstd, "save_rstd", true)).ok() ||
+        !(s = call.check_per_channel(weight, "weight", false)).ok() || !(s = call.check_like_x(dx, "dx")).ok() ||
+        !(s = call.check_per_channel(dweight, "dweight", false)).ok() ||
+        !(s = call.check_per_channel(dbias, "dbias", false)).ok())
+        return s;
+    if (!weight && (dweight || dbias))
+        return invalid("dweight/dbias were requested but weight is None: BatchNorm without weight has no parameters");
+    s = check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}},
+                         {{&dy, "dy"}, {&x, "x"}, {&save_mean, "save_mean"}, {&save_rstd, "save_rstd"}, {weight, "weight"}});
+    if (!s.ok()) return s;
+    if (call.batch() * call.spatial() == 0) {
+        if (dweight) fill_zero(*dweight);
+        if (dbias) fill_zero(*dbias);
+        return Status::OK();
+    }
+    call.bind_tensor(dy, "dy", false);
+    call.bind_tensor(x, "x", false);
+    call.bind_tensor(dx, "dx", true);
+    call.bind_channel(save_mean, "mean", false);
+    call.bind_channel(save_rstd, "rstd", false);
+    TensorView scratch_w, scratch_b;
+    if (weight) {
+        call.bind_channel(*weight, "weight", false);
+        call.bind_channel(dweight ? *dweight : (scratch_w = call.constant_channel(0.0f)), "dweight", true);
+        call.bind_channel(dbias ? *dbias : (scratch_b = call.constant_channel(0.0f)), "dbias", true);
+    }
+    std::string variant = std::string("has_weight=") + (weight ? "1" : "0") + ",training=" + (training ? "1" : "0");
+    return call.run("batch_norm", "bwd", variant);
+}
+
+}  // namespace normgen

@@ -1,0 +1,131 @@
+#include "channel_call.h"
+
+#include <cstring>
+
+namespace normgen::detail {
+
+Status ChannelCall::check_x(const char *name) {
+    Status s = check_tensor(x_, name);
+    if (!s.ok()) return s;
+    if (x_.rank < 2 || x_.rank > 5)
+        return invalid("Expected " + std::string(name) + " of shape (N, C) or (N, C, *spatial) with up to 3 spatial dims, but got " +
+                       shape_str(x_.sizes()));
+    batch_ = x_.shape[0];
+    channels_ = x_.shape[1];
+    spatial_ = 1;
+    for (int i = 2; i < x_.rank; i++) spatial_ *= x_.shape[i];
+    if (channels_ == 0) return invalid(std::string(name) + " has no channels: shape " + shape_str(x_.sizes()));
+    return check_index_range(name, {batch_, channels_, spatial_, batch_ * channels_ * spatial_ / std::max<int64_t>(channels_, 1)});
+}
+
+Status ChannelCall::check_like_x(const TensorView &t, const char *name) const {
+    Status s = check_tensor(t, name);
+    if (!s.ok()) return s;
+    s = check_dtype(t, name, x_.dtype);
+    if (!s.ok()) return s;
+    return check_same_shape(t, name, x_.sizes(), "the shape of x");
+}
+
+Status ChannelCall::check_per_channel(const TensorView *t, const char *name, bool float32) const {
+    if (!t) return Status::OK();
+    Status s = check_tensor(*t, name);
+    if (!s.ok()) return s;
+    s = check_dtype(*t, name, float32 ? DType::f32 : x_.dtype);
+    if (!s.ok()) return s;
+    return check_same_shape(*t, name, {channels_}, "the number of channels, x.shape[1]");
+}
+
+void ChannelCall::bind_tensor(const TensorView &t, const char *arg, bool output) {
+    Bound &b = bound_.emplace_back();
+    View3D v;
+    if (!collapse_3d(t, &v)) {
+        void *p = output ? staging_.alloc(t) : staging_.gather(t);
+        if (output) {
+            b.out_view = &t;
+            b.stage = p;
+        }
+        v = View3D{p, t.dtype, spatial_, 1, channels_, spatial_, batch_, channels_ * spatial_};
+    }
+    // Layout: channels-last when channels are unit-stride (and spatial is not, or is
+    // trivial), NCHW when spatial is; every bound tensor must agree, else strided.
+    const int unit = (v.c_stride == 1 && (v.spatial == 1 || v.s_stride != 1)) ? 1 : (v.s_stride == 1 ? 0 : -1);
+    unit_dim_ = unit_dim_ == -2 || unit_dim_ == unit ? unit : -1;
+    b.hb.init_3d(v);
+    args_.buffer(arg, b.hb.get());
+}
+
+void ChannelCall::bind_channel(const TensorView &t, const char *arg, bool output) {
+    Bound &b = bound_.emplace_back();
+    int64_t extent, stride;
+    void *data = t.data;
+    if (!collapse_1d(t, &extent, &stride)) {
+        data = output ? staging_.alloc(t) : staging_.gather(t);
+        if (output) {
+            b.out_view = &t;
+            b.stage = data;
+        }
+        stride = 1;
+    }
+    if (stride != 1) params_unit_ = false;
+    b.hb.init_1d(data, t.dtype, channels_, stride);
+    args_.buffer(arg, b.hb.get());
+}
+
+float *ChannelCall::bind_channel_stat(const TensorView *t, const char *arg) {
+    int64_t extent, stride;
+    if (t && collapse_1d(*t, &extent, &stride) && stride == 1) {
+        bind_channel(*t, arg, true);
+        return static_cast<float *>(t->data);
+    }
+    std::vector<float> &scratch = stats_.emplace_back(static_cast<size_t>(channels_));
+    Bound &b = bound_.emplace_back();
+    if (t) {  // a strided statistics output: computed in scratch, copied back
+        b.out_view = t;
+        b.stage = scratch.data();
+    }
+    b.hb.init_1d(scratch.data(), DType::f32, channels_, 1);
+    args_.buffer(arg, b.hb.get());
+    return scratch.data();
+}
+
+TensorView ChannelCall::constant_channel(float value) {
+    TensorView &v = views_.emplace_back();
+    v = TensorView::contiguous(nullptr, x_.dtype, {channels_});
+    v.data = staging_.alloc(v);
+    const int es = dtype_size(x_.dtype);
+    uint32_t bits;
+    std::memcpy(&bits, &value, 4);
+    for (int64_t i = 0; i < channels_; i++) {
+        auto *dst = static_cast<unsigned char *>(v.data) + i * es;
+        if (x_.dtype == DType::f32) {
+            std::memcpy(dst, &value, 4);
+        } else {
+            // 0 and 1 are exact in every storage type: f16 1.0 = 0x3c00, bf16 = top half.
+            uint16_t h = x_.dtype == DType::bf16 ? static_cast<uint16_t>(bits >> 16)
+                                                  : static_cast<uint16_t>(value == 0.0f ? 0 : 0x3c00);
+            std::memcpy(dst, &h, 2);
+        }
+    }
+    return v;
+}
+
+void ChannelCall::bind_scalar(const char *arg, float v) {
+    scalars_.push_back(v);
+    args_.scalar(arg, &scalars_.back());
+}
+
+Status ChannelCall::run(const char *op, const char *dir, const std::string &variant) {
+    const char *layout = unit_dim_ == 0 ? "nchw" : unit_dim_ == 1 ? "nhwc" : "strided";
+    if (!params_unit_) layout = "strided";
+    Request req{op, dir, x_.dtype, variant, layout, 0, {batch_, channels_, spatial_}};
+    std::string why;
+    const Kernel *k = select_kernel(req, &why);
+    if (!k) return Status(Status::Code::runtime_error, why);
+    Status s = run_kernel(*k, args_);
+    if (!s.ok()) return s;
+    for (const Bound &b : bound_)
+        if (b.out_view) Staging::scatter(b.stage, *b.out_view);
+    return s;
+}
+
+}  // namespace normgen::detail

@@ -1,0 +1,58 @@
+// Shared plumbing of the channel-wise ops on (N, C, *spatial) tensors (BatchNorm; later
+// InstanceNorm and GroupNorm): checks, 3-D (s, c, n) views (staged through a contiguous
+// copy when the spatial dims have no single stride), the layout choice, and the call.
+#pragma once
+
+#include "kernel_table.h"
+#include "tensor.h"
+
+#include <deque>
+#include <string>
+#include <vector>
+
+namespace normgen::detail {
+
+class ChannelCall {
+public:
+    explicit ChannelCall(const TensorView &x) : x_(x) {}
+
+    // x is (N, C, *spatial) with 0-3 spatial dims.
+    Status check_x(const char *name = "x");
+    int64_t batch() const { return batch_; }
+    int64_t channels() const { return channels_; }
+    int64_t spatial() const { return spatial_; }
+
+    Status check_like_x(const TensorView &t, const char *name) const;
+    // A (C,) tensor of x's dtype (parameters) or of float32 (statistics).
+    Status check_per_channel(const TensorView *t, const char *name, bool float32) const;
+
+    void bind_tensor(const TensorView &t, const char *arg, bool output);
+    void bind_channel(const TensorView &t, const char *arg, bool output);
+    // A per-channel float32 output that may be absent (scratch then); returns its data.
+    float *bind_channel_stat(const TensorView *t, const char *arg);
+    // Per-channel storage of x's dtype filled with `value` (a parameter the caller left out).
+    TensorView constant_channel(float value);
+    void bind_scalar(const char *arg, float v);
+
+    Status run(const char *op, const char *dir, const std::string &variant);
+
+private:
+    struct Bound {
+        HalideBuf hb;
+        const TensorView *out_view = nullptr;
+        void *stage = nullptr;
+    };
+    const TensorView &x_;
+    int64_t batch_ = 0, channels_ = 0, spatial_ = 0;
+    // The layout every bound tensor shares: 0 = s unit-stride (nchw), 1 = c (nhwc), -1 = other.
+    int unit_dim_ = -2;
+    bool params_unit_ = true;
+    std::deque<Bound> bound_;
+    std::deque<float> scalars_;
+    std::deque<TensorView> views_;
+    std::deque<std::vector<float>> stats_;
+    Staging staging_;
+    Args args_;
+};
+
+}  // namespace normgen::detail

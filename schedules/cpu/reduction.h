@@ -1,0 +1,35 @@
+// Scheduling helpers shared by every CPU family.
+#pragma once
+
+#include "Halide.h"
+
+namespace normgen::sched {
+
+// A reduction f(key) over the RDom `k` whose first dimension is unit-stride in memory:
+// split k's first dimension into vectors of `width` (= lanes x accumulators, which
+// LLVM splits into independent registers), accumulate them in a partial stored with
+// the lanes innermost (rfactor appends its new Var last; without reorder_storage the
+// accumulators become gathers), then finish the lanes with one horizontal vector
+// reduction (not a serial chain) wherever k's first dimension is at least `width`.
+inline void vector_reduction(Halide::Func f, const Halide::RDom &k, const Halide::Var &key, int width,
+                             const Halide::LoopLevel &at) {
+    using namespace Halide;
+    Var v(f.name() + "_lane");
+    RVar ko(f.name() + "_ko"), ki(f.name() + "_ki");
+    f.compute_at(at).store_in(MemoryType::Stack).bound_storage(key, 1);
+    Func partial = f.update().split(k.x, ko, ki, width, TailStrategy::GuardWithIf).rfactor(ki, v);
+    partial.compute_at(at).store_in(MemoryType::Stack).reorder_storage(v, key).vectorize(v);
+    partial.update().reorder(v, ko).vectorize(v);
+    f.update().specialize(k.x.extent() >= width).atomic().vectorize(ki);
+}
+
+// Output loops: `x` vectorized in `width`-wide pieces (tails predicated, so extents
+// below the width stay in bounds).
+inline Halide::Var vectorized(Halide::Stage s, const Halide::Var &x, int width) {
+    using namespace Halide;
+    Var xo(x.name() + "o"), xi(x.name() + "i");
+    s.split(x, xo, xi, width, TailStrategy::GuardWithIf).vectorize(xi);
+    return xo;
+}
+
+}  // namespace normgen::sched

@@ -1,0 +1,32 @@
+// Schedule knobs of the channel-wise family (BatchNorm; InstanceNorm and GroupNorm
+// follow) on CPUs. Data, not code: the kernel list and the tuner set them.
+#pragma once
+
+#include "knobs.h"
+
+namespace normgen::sched {
+
+struct ChannelNormCpuParams {
+    int vector_lanes = 0;     // float32 lanes per vector; 0 = the target's natural width
+    int accumulators = 2;     // independent vector accumulators per reduction (ILP)
+    int out_unroll = 1;       // vectors per iteration of the output loop
+    int block_kib = 256;      // channels-last: KiB of input per parallel reduction block
+    int min_blocks = 8;       // channels-last: at least this many reduction blocks
+
+    static constexpr IntKnob<ChannelNormCpuParams> knobs[] = {
+        {"vector_lanes", &ChannelNormCpuParams::vector_lanes, 0, 64, "float32 lanes per vector (0: natural)"},
+        {"accumulators", &ChannelNormCpuParams::accumulators, 1, 16, "vector accumulators per reduction"},
+        {"out_unroll", &ChannelNormCpuParams::out_unroll, 1, 8, "vectors per output-loop iteration"},
+        {"block_kib", &ChannelNormCpuParams::block_kib, 4, 65536, "channels-last KiB per reduction block"},
+        {"min_blocks", &ChannelNormCpuParams::min_blocks, 1, 4096, "channels-last minimum reduction blocks"},
+    };
+
+    static ChannelNormCpuParams parse(const std::string &text) {
+        ChannelNormCpuParams p;
+        parse_knobs(text, p, knobs);
+        return p;
+    }
+    std::string str() const { return format_knobs(*this, knobs); }
+};
+
+}  // namespace normgen::sched
