@@ -50,9 +50,12 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
     const int64_t per_channel = call.batch() * call.spatial();
     if (training && per_channel <= 1)
         return invalid("Expected more than 1 value per channel when training, got input size " + shape_str(x.sizes()));
-    s = check_no_overlap({{&y, "y"}, {save_mean, "save_mean"}, {save_rstd, "save_rstd"}},
-                         {{&x, "x"}, {weight, "weight"}, {bias, "bias"}, {running_mean, "running_mean"},
-                          {running_var, "running_var"}});
+    // Running statistics are written when training (in place), read otherwise.
+    const TensorView *rm_out = updating ? running_mean : nullptr, *rv_out = updating ? running_var : nullptr;
+    const TensorView *rm_in = updating ? nullptr : running_mean, *rv_in = updating ? nullptr : running_var;
+    s = check_no_overlap({{&y, "y"}, {save_mean, "save_mean"}, {save_rstd, "save_rstd"}, {rm_out, "running_mean"},
+                          {rv_out, "running_var"}},
+                         {{&x, "x"}, {weight, "weight"}, {bias, "bias"}, {rm_in, "running_mean"}, {rv_in, "running_var"}});
     if (!s.ok()) return s;
     const int64_t C = call.channels();
     if (!training) {

@@ -9,6 +9,13 @@
 #include <cstring>
 #include <vector>
 
+#include <ostream>
+
+namespace normgen {
+// gtest prints kernel parameters with this instead of their bytes.
+inline void PrintTo(const KernelInfo &k, std::ostream *os) { *os << k.name; }
+}  // namespace normgen
+
 namespace ref {
 
 inline uint16_t f32_to_f16(float f) {

@@ -16,11 +16,6 @@ using normgen::KernelInfo;
 using normgen::Status;
 using normgen::TensorView;
 
-namespace normgen {
-// gtest prints parameters with this instead of their bytes.
-void PrintTo(const KernelInfo &k, std::ostream *os) { *os << k.name; }
-}  // namespace normgen
-
 namespace {
 
 DType dtype_of(const std::string &s) {

@@ -1,0 +1,185 @@
+// BatchNorm through the public C++ API against float64 references, for every
+// batch_norm kernel in the kernel list (parametrized over normgen::kernels()).
+#include "reference.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+
+using normgen::DType;
+using normgen::KernelInfo;
+using normgen::Status;
+using normgen::TensorView;
+
+namespace {
+
+DType dtype_of(const std::string &s) { return s == "f16" ? DType::f16 : s == "bf16" ? DType::bf16 : DType::f32; }
+bool flag(const KernelInfo &k, const std::string &key) {
+    return std::string(k.variant).find(key + "=1") != std::string::npos;
+}
+
+// An (N, C, S) tensor stored in `layout` ("nchw", "nhwc", "strided": spatial stride 2).
+struct Channels {
+    ref::Tensor t;
+    int64_t N, C, S;
+    std::string layout;
+    Channels(DType d, int64_t n, int64_t c, int64_t s, const std::string &l)
+        : t(d, {n * c * s * (l == "strided" ? 2 : 1)}), N(n), C(c), S(s), layout(l) {}
+    int64_t offset(int64_t n, int64_t c, int64_t s) const {
+        if (layout == "nhwc") return (n * S + s) * C + c;
+        if (layout == "strided") return ((n * C + c) * S + s) * 2;
+        return (n * C + c) * S + s;
+    }
+    TensorView view() {
+        std::vector<int64_t> st = layout == "nhwc" ? std::vector<int64_t>{S * C, 1, C}
+                                  : layout == "strided" ? std::vector<int64_t>{2 * C * S, 2 * S, 2}
+                                                        : std::vector<int64_t>{C * S, S, 1};
+        return TensorView::strided(t.bytes.data(), t.dtype, {N, C, S}, st);
+    }
+};
+
+class BatchNormKernel : public ::testing::TestWithParam<KernelInfo> {};
+
+TEST_P(BatchNormKernel, MatchesFloat64Reference) {
+    const KernelInfo k = GetParam();
+    const DType dt = dtype_of(k.dtype);
+    const bool training = flag(k, "training"), fwd = std::string(k.dir) == "fwd";
+    const bool has_w = flag(k, "affine") || flag(k, "has_weight");
+    const int64_t N = 3, C = 5, S = 37;
+    const double eps = 1e-5;
+    std::mt19937 rng(5);
+    std::normal_distribution<double> nd(0.0, 1.0);
+    Channels x(dt, N, C, S, k.layout), y(dt, N, C, S, k.layout), dy(dt, N, C, S, k.layout);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t s = 0; s < S; s++) {
+                x.t.set(x.offset(n, c, s), 3.0 + 2.0 * nd(rng) + c);
+                dy.t.set(dy.offset(n, c, s), nd(rng));
+            }
+    ref::Tensor w(dt, {C}), b(dt, {C});
+    std::vector<float> rm(C), rv(C);
+    for (int64_t c = 0; c < C; c++) {
+        w.set(c, 1.0 + 0.3 * nd(rng));
+        b.set(c, nd(rng));
+        rm[c] = static_cast<float>(c + 0.5 * nd(rng));
+        rv[c] = static_cast<float>(1.0 + 0.5 * std::fabs(nd(rng)));
+    }
+    // Reference statistics.
+    std::vector<double> mean(C), rstd(C);
+    for (int64_t c = 0; c < C; c++) {
+        double m = 0, v = 0;
+        if (training) {
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t s = 0; s < S; s++) m += x.t.values[x.offset(n, c, s)];
+            m /= N * S;
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t s = 0; s < S; s++) v += std::pow(x.t.values[x.offset(n, c, s)] - m, 2);
+            v /= N * S;
+        } else {
+            m = rm[c];
+            v = rv[c];
+        }
+        mean[c] = m;
+        rstd[c] = 1 / std::sqrt(v + eps);
+    }
+    TensorView wv = w.view(), bv = b.view();
+    TensorView rmv = TensorView::contiguous(rm.data(), DType::f32, {C}), rvv = TensorView::contiguous(rv.data(), DType::f32, {C});
+    std::vector<float> sm(C), sr(C);
+    TensorView smv = TensorView::contiguous(sm.data(), DType::f32, {C}), srv = TensorView::contiguous(sr.data(), DType::f32, {C});
+    Status s = normgen::batch_norm_forward(x.view(), training ? nullptr : &rmv, training ? nullptr : &rvv,
+                                           has_w ? &wv : nullptr, has_w ? &bv : nullptr, training, 0.1, eps, y.view(),
+                                           &smv, &srv);
+    ASSERT_TRUE(s.ok()) << s.message();
+    const double u = ref::unit_roundoff(dt), u32 = ref::unit_roundoff(DType::f32);
+    if (fwd) {
+        EXPECT_STREQ(normgen::last_kernel(), k.name);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t sp = 0; sp < S; sp++) {
+                    double want = (x.t.values[x.offset(n, c, sp)] - mean[c]) * rstd[c];
+                    if (has_w) want = want * w.values[c] + b.values[c];
+                    ASSERT_NEAR(y.t.get(y.offset(n, c, sp)), want, 2 * u * std::fabs(want) + 64 * u32 * (1 + std::fabs(want)))
+                        << n << "," << c << "," << sp;
+                }
+        return;
+    }
+    Channels dx(dt, N, C, S, k.layout);
+    ref::Tensor dw(dt, {C}), db(dt, {C});
+    TensorView dwv = dw.view(), dbv = db.view();
+    s = normgen::batch_norm_backward(dy.view(), x.view(), smv, srv, has_w ? &wv : nullptr, training, dx.view(),
+                                     has_w ? &dwv : nullptr, has_w ? &dbv : nullptr);
+    ASSERT_TRUE(s.ok()) << s.message();
+    EXPECT_STREQ(normgen::last_kernel(), k.name);
+    for (int64_t c = 0; c < C; c++) {
+        const double M = double(N * S), g = has_w ? w.values[c] : 1.0;
+        const double r = sr[c], mu = sm[c];
+        double sdy = 0, sdyx = 0;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t sp = 0; sp < S; sp++) {
+                double xh = (x.t.values[x.offset(n, c, sp)] - mu) * r;
+                sdy += dy.t.values[dy.offset(n, c, sp)];
+                sdyx += dy.t.values[dy.offset(n, c, sp)] * xh;
+            }
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t sp = 0; sp < S; sp++) {
+                double xh = (x.t.values[x.offset(n, c, sp)] - mu) * r, d = dy.t.values[dy.offset(n, c, sp)];
+                double want = training ? r * g * (d - sdy / M - xh * sdyx / M) : r * g * d;
+                ASSERT_NEAR(dx.t.get(dx.offset(n, c, sp)), want, 2 * u * std::fabs(want) + 64 * u32 * r * std::fabs(g) * 4)
+                    << n << "," << c << "," << sp;
+            }
+        if (has_w) {
+            EXPECT_NEAR(dw.get(c), sdyx, 2 * u * std::fabs(sdyx) + 64 * u32 * M);
+            EXPECT_NEAR(db.get(c), sdy, 2 * u * std::fabs(sdy) + 64 * u32 * M);
+        }
+    }
+}
+
+std::vector<KernelInfo> batch_norm_kernels() {
+    std::vector<KernelInfo> v;
+    for (const auto &k : normgen::kernels())
+        if (std::string(k.op) == "batch_norm") v.push_back(k);
+    return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(KernelList, BatchNormKernel, ::testing::ValuesIn(batch_norm_kernels()),
+                         [](const ::testing::TestParamInfo<KernelInfo> &i) { return std::string(i.param.name); });
+
+TEST(BatchNormRunningStats, MomentumAndCumulativeAverage) {
+    const int64_t N = 4, C = 2, S = 3;
+    ref::Tensor x(DType::f32, {N, C, S}), y(DType::f32, {N, C, S});
+    for (int64_t i = 0; i < x.numel(); i++) x.set(i, std::sin(double(i)) * 3 + 1);
+    std::vector<float> rm = {0, 0}, rv = {1, 1};
+    TensorView rmv = TensorView::contiguous(rm.data(), DType::f32, {C}), rvv = TensorView::contiguous(rv.data(), DType::f32, {C});
+    int64_t tracked = 0;
+    for (int step = 1; step <= 3; step++) {
+        ASSERT_TRUE(normgen::batch_norm_forward(x.view(), &rmv, &rvv, nullptr, nullptr, true, std::nullopt, 1e-5, y.view(),
+                                                nullptr, nullptr, &tracked).ok());
+        EXPECT_EQ(tracked, step);
+    }
+    // The cumulative average of three identical batches is the batch statistics.
+    for (int64_t c = 0; c < C; c++) {
+        double m = 0, v = 0;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s = 0; s < S; s++) m += x.values[(n * C + c) * S + s];
+        m /= N * S;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s = 0; s < S; s++) v += std::pow(x.values[(n * C + c) * S + s] - m, 2);
+        EXPECT_NEAR(rm[c], m, 1e-5);
+        EXPECT_NEAR(rv[c], v / (N * S - 1), 1e-5);
+    }
+}
+
+TEST(BatchNormBadInput, OneValuePerChannelAndMissingRunningStats) {
+    std::vector<float> x(3, 1.f), y(3, -9.f);
+    TensorView xv = TensorView::contiguous(x.data(), DType::f32, {1, 3}), yv = TensorView::contiguous(y.data(), DType::f32, {1, 3});
+    Status s = normgen::batch_norm_forward(xv, nullptr, nullptr, nullptr, nullptr, true, 0.1, 1e-5, yv);
+    EXPECT_EQ(s.code(), Status::Code::invalid_argument);
+    EXPECT_NE(s.message().find("Expected more than 1 value per channel when training"), std::string::npos) << s.message();
+    s = normgen::batch_norm_forward(xv, nullptr, nullptr, nullptr, nullptr, false, 0.1, 1e-5, yv);
+    EXPECT_NE(s.message().find("running_mean and running_var are required"), std::string::npos) << s.message();
+    for (float v : y) EXPECT_EQ(v, -9.f);
+}
+
+}  // namespace
