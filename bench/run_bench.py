@@ -59,9 +59,11 @@ except ImportError:
 
 
 def parse_descriptor(d):
-    op, direction, dtype, shape = d.split(":")[:4]
-    rows, cols = (int(v) for v in shape.split("x"))
-    return op, direction, dtype, rows, cols
+    """<op>:<dir>:<dtype>:<d0>x<d1>...[:<layout>]"""
+    parts = d.split(":")
+    op, direction, dtype, shape = parts[:4]
+    layout = parts[4] if len(parts) > 4 else None
+    return op, direction, dtype, tuple(int(v) for v in shape.split("x")), layout
 
 
 def min_bytes(op, direction, rows, cols, es=4):
@@ -91,7 +93,58 @@ def time_interleaved(cands, repeats, rounds):
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def build_case(op, direction, rows, cols, use_compile):
+def build_channel_case(op, direction, shape, layout, use_compile):
+    """BatchNorm: training forward (fwd), inference (inf), backward (bwd)."""
+    torch.manual_seed(0)
+    n, c = shape[:2]
+    x = torch.randn(shape) * 2 + 3
+    dy = torch.randn(shape)
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
+        dy = dy.contiguous(memory_format=torch.channels_last)
+    w, b = 1 + 0.1 * torch.randn(c), 0.1 * torch.randn(c)
+    rm, rv = torch.zeros(c), torch.ones(c)
+    trm, trv = rm.clone(), rv.clone()
+    training = direction != "inf"
+    cands = {}
+    if direction in ("fwd", "inf"):
+        cands["normgen"] = lambda: ng.batch_norm_forward(x, rm, rv, w, b, training=training)
+        cands["torch"] = lambda: F.batch_norm(x, trm, trv, w, b, training=training)
+        if use_compile:
+            cf = torch.compile(lambda a, m_, v_, ww, bb: F.batch_norm(a, m_, v_, ww, bb, training=training),
+                               dynamic=False)
+            crm, crv = rm.clone(), rv.clone()
+            cands["torch.compile"] = lambda: cf(x, crm, crv, w, b)
+    else:
+        _, sm, sr = ng.batch_norm_forward(x, None, None, w, b, training=True)
+        cands["normgen"] = lambda: ng.batch_norm_backward(dy, x, sm, sr, w)
+        xg, wg, bg = (t.clone().requires_grad_() for t in (x, w, b))
+        out = F.batch_norm(xg, None, None, wg, bg, training=True)
+        cands["torch"] = lambda: torch.autograd.grad(out, (xg, wg, bg), dy, retain_graph=True)
+        if use_compile:
+            cf = torch.compile(lambda a, ww, bb: F.batch_norm(a, None, None, ww, bb, training=True), dynamic=False)
+            cout = cf(xg, wg, bg)
+            cands["torch.compile"] = lambda: torch.autograd.grad(cout, (xg, wg, bg), dy, retain_graph=True)
+    if peers is not None and len(shape) == 4:
+        fmt = "nhwc" if layout == "nhwc" else "nchw"
+        cands["oneDNN"] = peers.BatchNorm(*shape, fmt, direction).run
+        if c % 16 == 0:
+            cands["oneDNN nChw16c"] = peers.BatchNorm(*shape, "nChw16c", direction).run
+    numel = x.numel()
+    nbytes = numel * 4 * (3 if direction == "bwd" else 2) + c * 4 * 4
+    half = nbytes // 2 // 4
+    src, dst = torch.randn(half), torch.empty(half)
+    cands["copy"] = lambda: dst.copy_(src)
+    return cands, nbytes
+
+
+def build_case(op, direction, shape, layout, use_compile):
+    if op == "batch_norm":
+        return build_channel_case(op, direction, shape, layout, use_compile)
+    return build_row_case(op, direction, shape[0], shape[1], use_compile)
+
+
+def build_row_case(op, direction, rows, cols, use_compile):
     torch.manual_seed(0)
     x = torch.randn(rows, cols) * 2 + 3
     w = 1 + 0.1 * torch.randn(cols)
@@ -167,27 +220,28 @@ def git_commit():
         return "unknown"
 
 
-PEERS = ["torch", "torch.compile", "oneDNN"]
+PEERS = ["torch", "torch.compile", "oneDNN", "oneDNN nChw16c"]
 
 
 def markdown(results, meta):
+    peers_seen = [p for p in PEERS if any(p in r["times_ms"] for r in results)]
     lines = [f"normgen {meta['commit']} on {meta['machine']['cpu']} ({meta['machine']['cores']} cores), "
              f"torch {meta['machine']['torch']}, oneDNN {meta['machine']['onednn']}; "
              f"median of {meta['rounds']}x{meta['repeats']} interleaved calls; {meta['date']}", "",
-             "| case | thr | normgen ms | GB/s | % of copy | vs torch | vs torch.compile | vs oneDNN | fastest peer |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| case | thr | normgen ms | GB/s | % of copy | " + " | ".join(f"vs {p}" for p in peers_seen)
+             + " | fastest peer |",
+             "|---|---|---|---|---|" + "---|" * len(peers_seen) + "---|"]
     for r in results:
         t = r["times_ms"]
-        cells = []
-        for p in PEERS:
-            cells.append(f"{t[p] / t['normgen']:.2f}x" if p in t else "n/a")
-        peer_times = [t[p] for p in PEERS if p in t]
+        cells = [f"{t[p] / t['normgen']:.2f}x" if p in t else "n/a" for p in peers_seen]
+        peer_times = [t[p] for p in peers_seen if p in t]
         fastest = f"{min(peer_times) / t['normgen']:.2f}x" if peer_times else "n/a"
         lines.append(f"| {r['case']} | {r['threads']} | {t['normgen']:.3f} | {r['normgen_gbps']:.1f} | "
                      f"{100 * r['fraction_of_copy']:.0f}% | " + " | ".join(cells) + f" | {fastest} |")
     lines.append("")
     lines.append("vs X = X's time / normgen's time (> 1: normgen faster). % of copy = copy time for the same "
-                 "byte count / normgen time.")
+                 "byte count / normgen time. \"oneDNN nChw16c\" runs on oneDNN's own blocked layout (a "
+                 "reference, not a drop-in peer).")
     return "\n".join(lines)
 
 
@@ -212,8 +266,8 @@ def main(argv=None):
         if peers is not None:
             peers.set_threads(thr)
         for d in descriptors:
-            op, direction, dtype, rows, cols = parse_descriptor(d)
-            cands, nbytes = build_case(op, direction, rows, cols, not args.no_compile)
+            op, direction, dtype, shape, layout = parse_descriptor(d)
+            cands, nbytes = build_case(op, direction, shape, layout, not args.no_compile)
             times = time_interleaved(cands, args.repeats, args.rounds)
             t_ng, t_copy = times["normgen"], times["copy"]
             r = {"case": d, "threads": thr, "bytes": nbytes, "times_ms": {k: v * 1e3 for k, v in times.items()},

@@ -57,7 +57,7 @@ public:
         }
         apply_channel_layout(layout, x, y, weight, bias, running_mean, running_var);
         sched::schedule_batch_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
-                                               spatial, channels);
+                                               spatial, channels, batch);
     }
 };
 
@@ -106,7 +106,7 @@ public:
         }
         apply_channel_layout(layout, dy, x, dx, weight, dweight, dbias);
         sched::schedule_batch_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
-                                                spatial, channels);
+                                                spatial, channels, batch);
     }
 };
 

@@ -27,19 +27,31 @@ inline ChannelNormForward batch_norm_forward(const Func &x, const Func &w, const
         Func v("bn_v");  // the reduction's view: (s, n, c)
         v(s, n, c) = x32(s, c, n);
         RDom k(0, spatial, 0, batch, "bn_k");
-        Moments m = moments(v, k, {c}, spatial * batch, "bn");
-        p.reductions = {m.sum, m.dev};
+        // Pilot: about 256 values from the first samples (short runs of each channel).
+        Expr pilot_s = Halide::min(spatial, 256);
+        Expr pilot_n = Halide::min(batch, Halide::max(1, 256 / pilot_s));
+        RDom pilot(0, pilot_s, 0, pilot_n, "bn_pilot");
+        Moments m = moments(v, k, {c}, spatial * batch, "bn", pilot, pilot_s * pilot_n);
+        p.pilot_sum = m.sum;
+        p.pilot = pilot;
+        p.dev = m.dev;
         p.k = k;
+        p.per_channel.push_back(m.shift);
         mean(c) = m.mean(c);
         rstd(c) = 1.0f / Halide::sqrt(m.var(c) + eps);
         p.stats = Func("stats");
-        p.stats(c) = Tuple(m.mean(c), rstd(c), m.var(c));
+        p.stats(c) = Tuple(mean(c), rstd(c), m.var(c));
     } else {
         mean(c) = running_mean(c);
         rstd(c) = 1.0f / Halide::sqrt(running_var(c) + eps);
     }
-    Expr yv = (x32(s, c, n) - mean(c)) * rstd(c);
-    if (w.defined()) yv = yv * widen(w(c));
+    // y = (x - mean) * (rstd * w) + b: the per-channel factor once per channel; the
+    // subtraction stays first (x * scale + shift would cancel on offset data).
+    Func scale("bn_scale");
+    scale(c) = w.defined() ? rstd(c) * widen(w(c)) : rstd(c);
+    if (training) p.per_channel.push_back(mean);
+    p.per_channel.push_back(scale);
+    Expr yv = (x32(s, c, n) - mean(c)) * scale(c);
     if (b.defined()) yv = yv + widen(b(c));
     p.y = Func("y");
     p.y(s, c, n) = narrow(yv, out_type);

@@ -15,8 +15,11 @@ inline Var channel_var() { return Var("c"); }
 inline Var batch_var() { return Var("n"); }
 
 struct ChannelNormForward {
-    std::vector<Func> reductions;  // per-channel reductions over `k`, in dependence order
-    RDom k;                        // their reduction domain: (s, n)
+    Func pilot_sum;                // per-channel sum over `pilot` (a sample: the shift)
+    RDom pilot;                    // (s, n) sub-domain
+    Func dev;                      // per-channel (sum d, sum d^2) over `k`
+    RDom k;                        // the full reduction domain: (s, n)
+    std::vector<Func> per_channel; // per-channel values the output loop reads (shift, mean, scale)
     Func y;                        // output (s, c, n), storage type
     Func stats;                    // output (c), float32 Tuple (undefined in inference)
 };

@@ -44,15 +44,20 @@ inline Expr narrow(const Expr &e, const Type &t) { return Halide::cast(t, e); }
 // and M2 = sum(d^2) - sum(d)^2/count; sum(d) is tiny, so neither step cancels, unlike
 // E[x^2] - E[x]^2. Schedules keep the reduced data cache-resident for pass 2.
 struct Moments {
-    Func sum;    // pass 1: sum v            (update over `k`; the schedule rfactors it)
+    Func sum;    // pass 1: sum v over k (or over the pilot domain); the schedule rfactors it
+    Func shift;  // m0 = the provisional mean that pass 2 subtracts
     Func dev;    // pass 2: (sum d, sum d^2) (update over `k`)
     Func mean;   // corrected mean
     Func var;    // biased variance, clamped at 0
     RDom k;      // the reduction domain
 };
 
+// With a `pilot` domain (a sub-domain of k), m0 is the mean over the pilot only, so the
+// full data is read once (the "shifted data" algorithm, shifted by a sample mean): the
+// correction still makes the result exact up to rounding, and rounding grows only with
+// (m0 - mean)^2 / var, which a pilot of a few hundred values keeps near 1.
 inline Moments moments(const Func &v, const RDom &k, const std::vector<Var> &keys, const Expr &count,
-                       const std::string &prefix) {
+                       const std::string &prefix, const RDom &pilot = RDom(), const Expr &pilot_count = Expr()) {
     std::vector<Expr> at;  // v's arguments: the RDom's dims, then the keys
     for (int i = 0; i < k.dimensions(); i++) at.push_back(k[i]);
     for (const Var &key : keys) at.push_back(key);
@@ -62,9 +67,18 @@ inline Moments moments(const Func &v, const RDom &k, const std::vector<Var> &key
     Expr nf = Halide::cast<float>(count);
     m.sum = Func(prefix + "_sum");
     m.sum(key_args) = 0.0f;
-    m.sum(key_args) += v(at);
     Func m0(prefix + "_mean0");
-    m0(key_args) = m.sum(key_args) / nf;
+    m.shift = m0;
+    if (pilot.defined()) {
+        std::vector<Expr> pat;
+        for (int i = 0; i < pilot.dimensions(); i++) pat.push_back(pilot[i]);
+        for (const Var &key : keys) pat.push_back(key);
+        m.sum(key_args) += v(pat);
+        m0(key_args) = m.sum(key_args) / Halide::cast<float>(pilot_count);
+    } else {
+        m.sum(key_args) += v(at);
+        m0(key_args) = m.sum(key_args) / nf;
+    }
     m.dev = Func(prefix + "_dev");
     m.dev(key_args) = Tuple(0.0f, 0.0f);
     // strict_float: Halide otherwise lets LLVM reassociate float math, which may fold

@@ -31,14 +31,31 @@ void blocked_channel_reduction(Func f, const RDom &k, const Var &c, int lanes, c
     vectorized(f.update(), c, lanes);
 }
 
+// NCHW reductions f(c) over (s, n) in memory order: vectors along s, per-channel
+// vector partials for blocks of samples (the parallel tasks), summed in block order.
+void streaming_nchw_reduction(Func f, const RDom &k, const Var &c, int width, const Expr &batch, int min_blocks) {
+    Var v(f.name() + "_lane"), nb(f.name() + "_nb");
+    RVar ko(f.name() + "_ko"), ki(f.name() + "_ki"), nbo(f.name() + "_nbo"), nbi(f.name() + "_nbi");
+    Expr per_block = max(batch / min_blocks, 1);
+    Func partial = f.update()
+                       .split(k.x, ko, ki, width, TailStrategy::GuardWithIf)
+                       .split(k.y, nbo, nbi, per_block, TailStrategy::GuardWithIf)
+                       .rfactor({{ki, v}, {nbo, nb}});
+    partial.compute_root().reorder_storage(v, c, nb).vectorize(v);
+    partial.update().reorder(v, ko, c, nbi, nb).vectorize(v).parallel(nb);
+    f.compute_root();
+}
+
 }  // namespace
 
 // Measured: see bench/results/channel_norm.md (tools/dev.sh bench --suite bench/suites/channel_norm.txt).
-// Why: NCHW processes one channel at a time (its N x S values stay in L2 between the
-// statistics passes and the output pass: one read of x from memory); channels-last
-// vectorizes across channels and reduces in parallel (s, n) blocks.
+// Why: the statistics need one full pass (shifted by a pilot mean) before the output
+// pass; both passes stream memory in order (NCHW: vectors along spatial, per-channel
+// partials per block of samples; channels-last: vectors across channels, partials per
+// block of positions), so tensors that fit the last-level cache are read from it twice.
 void schedule_batch_norm_forward_cpu(alg::ChannelNormForward &p, const ChannelNormCpuParams &k, const Target &t,
-                                     const std::string &layout, const Expr &spatial, const Expr &channels) {
+                                     const std::string &layout, const Expr &spatial, const Expr &channels,
+                                     const Expr &batch) {
     Var s = alg::spatial_var(), c = alg::channel_var(), n = alg::batch_var();
     const int lanes = lanes_of(k, t);
     const bool training = p.stats.defined();
@@ -49,24 +66,50 @@ void schedule_batch_norm_forward_cpu(alg::ChannelNormForward &p, const ChannelNo
         Expr rows = max(Expr(k.block_kib * 1024) / (channels * p.y.type().bytes()), 1);
         p.y.split(s, so, s, rows, TailStrategy::GuardWithIf).fuse(so, n, sn).parallel(sn);
         if (training) {
-            for (Func &f : p.reductions)
-                blocked_channel_reduction(f, p.k, c, lanes, spatial, channels, k, p.y.type().bytes());
+            p.pilot_sum.compute_root();
+            vectorized(p.pilot_sum, c, lanes);
+            vectorized(p.pilot_sum.update().reorder(c, p.pilot.x, p.pilot.y), c, lanes);
+            blocked_channel_reduction(p.dev, p.k, c, lanes, spatial, channels, k, p.y.type().bytes());
             p.stats.compute_root();
             vectorized(p.stats, c, lanes);
         }
+        // Per-channel vectors computed once, not per row of the output loop.
+        for (Func &f : p.per_channel) {
+            f.compute_root();
+            vectorized(f, c, lanes);
+        }
         return;
     }
-    // nchw and strided: channel-at-a-time.
-    p.y.reorder(s, n, c).parallel(c);
+    if (layout == "nchw") {
+        // Memory order throughout: the statistics pass streams (n, c, s) accumulating
+        // per-channel vector partials for blocks of samples (parallel), the output pass
+        // streams again; a tensor that fits the last-level cache is re-read from it.
+        Var cn("cn");
+        p.y.reorder(s, c, n).fuse(c, n, cn).parallel(cn);
+        vectorized(p.y, s, lanes * k.out_unroll);
+        for (Func &f : p.per_channel) f.compute_root();
+        if (training) {
+            p.pilot_sum.compute_root();
+            streaming_nchw_reduction(p.dev, p.k, c, lanes * k.accumulators, batch, k.min_blocks);
+            p.stats.compute_root();
+        }
+        return;
+    }
+    // strided: channel-at-a-time, tasks of `channels_per_task` channels.
+    Var co("co"), ci("ci");
+    p.y.reorder(s, n, c).split(c, co, ci, k.channels_per_task, TailStrategy::GuardWithIf).parallel(co);
     vectorized(p.y, s, lanes * k.out_unroll);
     if (training) {
-        p.stats.parallel(c).compute_with(p.y, c);
-        for (Func &f : p.reductions) vector_reduction(f, p.k, c, lanes * k.accumulators, LoopLevel(p.y, c));
+        p.stats.split(c, co, ci, k.channels_per_task, TailStrategy::GuardWithIf).parallel(co).compute_with(p.y, ci);
+        vector_reduction(p.pilot_sum, p.pilot, c, lanes * k.accumulators, LoopLevel(p.y, ci));
+        vector_reduction(p.dev, p.k, c, lanes * k.accumulators, LoopLevel(p.y, ci));
     }
+    for (Func &f : p.per_channel) f.compute_at(p.y, ci).store_in(MemoryType::Stack).bound_storage(c, 1);
 }
 
 void schedule_batch_norm_backward_cpu(alg::ChannelNormBackward &p, const ChannelNormCpuParams &k, const Target &t,
-                                      const std::string &layout, const Expr &spatial, const Expr &channels) {
+                                      const std::string &layout, const Expr &spatial, const Expr &channels,
+                                      const Expr &batch) {
     Var s = alg::spatial_var(), c = alg::channel_var(), n = alg::batch_var();
     const int lanes = lanes_of(k, t);
     if (layout == "nhwc") {
@@ -77,6 +120,14 @@ void schedule_batch_norm_backward_cpu(alg::ChannelNormBackward &p, const Channel
         p.dx.split(s, so, s, rows, TailStrategy::GuardWithIf).fuse(so, n, sn).parallel(sn);
         blocked_channel_reduction(p.sums, p.k, c, lanes, spatial, channels, k, p.dx.type().bytes());
         for (Func &g : p.param_grads) vectorized(g, c, lanes);
+        return;
+    }
+    if (layout == "nchw") {
+        Var cn("cn");
+        p.dx.reorder(s, c, n).fuse(c, n, cn).parallel(cn);
+        vectorized(p.dx, s, lanes * k.out_unroll);
+        streaming_nchw_reduction(p.sums, p.k, c, lanes * k.accumulators, batch, k.min_blocks);
+        for (Func &g : p.param_grads) g.compute_root();
         return;
     }
     p.dx.reorder(s, n, c).parallel(c);

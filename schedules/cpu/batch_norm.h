@@ -11,9 +11,11 @@ namespace normgen::sched {
 // layout: "nchw" (spatial unit-stride), "nhwc" (channels unit-stride) or "strided".
 void schedule_batch_norm_forward_cpu(alg::ChannelNormForward &p, const ChannelNormCpuParams &k,
                                      const Halide::Target &t, const std::string &layout,
-                                     const Halide::Expr &spatial, const Halide::Expr &channels);
+                                     const Halide::Expr &spatial, const Halide::Expr &channels,
+                                     const Halide::Expr &batch);
 void schedule_batch_norm_backward_cpu(alg::ChannelNormBackward &p, const ChannelNormCpuParams &k,
                                       const Halide::Target &t, const std::string &layout,
-                                      const Halide::Expr &spatial, const Halide::Expr &channels);
+                                      const Halide::Expr &spatial, const Halide::Expr &channels,
+                                      const Halide::Expr &batch);
 
 }  // namespace normgen::sched

@@ -12,6 +12,7 @@ struct ChannelNormCpuParams {
     int out_unroll = 1;       // vectors per iteration of the output loop
     int block_kib = 256;      // channels-last: KiB of input per parallel reduction block
     int min_blocks = 8;       // channels-last: at least this many reduction blocks
+    int channels_per_task = 4; // nchw: channels per parallel task
 
     static constexpr IntKnob<ChannelNormCpuParams> knobs[] = {
         {"vector_lanes", &ChannelNormCpuParams::vector_lanes, 0, 64, "float32 lanes per vector (0: natural)"},
@@ -19,6 +20,7 @@ struct ChannelNormCpuParams {
         {"out_unroll", &ChannelNormCpuParams::out_unroll, 1, 8, "vectors per output-loop iteration"},
         {"block_kib", &ChannelNormCpuParams::block_kib, 4, 65536, "channels-last KiB per reduction block"},
         {"min_blocks", &ChannelNormCpuParams::min_blocks, 1, 4096, "channels-last minimum reduction blocks"},
+        {"channels_per_task", &ChannelNormCpuParams::channels_per_task, 1, 1024, "nchw: channels per parallel task"},
     };
 
     static ChannelNormCpuParams parse(const std::string &text) {
