@@ -60,7 +60,7 @@ inline int channel_layout_unit_dim(const std::string &layout) {
 
 template <typename T>
 void constrain_channel_layout(T &param, int unit_dim) {
-    if (param.dimensions() == 1) {  // per-channel parameters: unit stride unless strided
+    if (param.dimensions() <= 2) {  // per-channel parameters ((C,) or (C/G, G)): unit stride unless strided
         param.dim(0).set_stride(unit_dim < 0 ? Halide::Expr() : Halide::Expr(1));
         return;
     }

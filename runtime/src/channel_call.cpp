@@ -50,7 +50,8 @@ void ChannelCall::bind_tensor(const TensorView &t, const char *arg, bool output)
     // trivial), NCHW when spatial is; every bound tensor must agree, else strided.
     const int unit = (v.c_stride == 1 && (v.spatial == 1 || v.s_stride != 1)) ? 1 : (v.s_stride == 1 ? 0 : -1);
     unit_dim_ = unit_dim_ == -2 || unit_dim_ == unit ? unit : -1;
-    b.hb.init_3d(v);
+    if (groups_) b.hb.init_4d(v, groups_);
+    else b.hb.init_3d(v);
     args_.buffer(arg, b.hb.get());
 }
 
@@ -67,7 +68,8 @@ void ChannelCall::bind_channel(const TensorView &t, const char *arg, bool output
         stride = 1;
     }
     if (stride != 1) params_unit_ = false;
-    b.hb.init_1d(data, t.dtype, channels_, stride);
+    if (groups_) b.hb.init_2d(View2D{data, t.dtype, channels_ / groups_, stride, groups_, stride * (channels_ / groups_)});
+    else b.hb.init_1d(data, t.dtype, channels_, stride);
     args_.buffer(arg, b.hb.get());
 }
 
@@ -107,6 +109,26 @@ TensorView ChannelCall::constant_channel(float value) {
         }
     }
     return v;
+}
+
+float *ChannelCall::bind_stat_2d(const TensorView *t, const char *arg, int64_t d0, int64_t d1, bool output) {
+    Bound &b = bound_.emplace_back();
+    float *data;
+    int64_t extent, stride;
+    if (t && collapse_1d(*t, &extent, &stride) && stride == 1) {
+        data = static_cast<float *>(t->data);
+    } else if (t && !output) {  // a strided input: read through a contiguous copy
+        data = static_cast<float *>(staging_.gather(*t));
+    } else {                    // absent, or a strided output: scratch (copied back)
+        data = stats_.emplace_back(static_cast<size_t>(d0 * d1)).data();
+        if (t) {
+            b.out_view = t;
+            b.stage = data;
+        }
+    }
+    b.hb.init_2d(View2D{data, DType::f32, d0, 1, d1, d0});
+    args_.buffer(arg, b.hb.get());
+    return data;
 }
 
 void ChannelCall::bind_scalar(const char *arg, float v) {

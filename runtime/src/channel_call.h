@@ -15,6 +15,8 @@ namespace normgen::detail {
 class ChannelCall {
 public:
     explicit ChannelCall(const TensorView &x) : x_(x) {}
+    // Group kernels take (s, j, g, n) tensors and (j, g) per-channel parameters.
+    void set_groups(int64_t groups) { groups_ = groups; }
 
     // x is (N, C, *spatial) with 0-3 spatial dims.
     Status check_x(const char *name = "x");
@@ -32,6 +34,9 @@ public:
     float *bind_channel_stat(const TensorView *t, const char *arg);
     // Per-channel storage of x's dtype filled with `value` (a parameter the caller left out).
     TensorView constant_channel(float value);
+    // A float32 (d1, d0) row-major output (d0 fastest), e.g. per-(sample, group)
+    // statistics; scratch if t is null or not contiguous. Returns its data.
+    float *bind_stat_2d(const TensorView *t, const char *arg, int64_t d0, int64_t d1, bool output);
     void bind_scalar(const char *arg, float v);
 
     Status run(const char *op, const char *dir, const std::string &variant);
@@ -43,7 +48,7 @@ private:
         void *stage = nullptr;
     };
     const TensorView &x_;
-    int64_t batch_ = 0, channels_ = 0, spatial_ = 0;
+    int64_t batch_ = 0, channels_ = 0, spatial_ = 0, groups_ = 0;
     // The layout every bound tensor shares: 0 = s unit-stride (nchw), 1 = c (nhwc), -1 = other.
     int unit_dim_ = -2;
     bool params_unit_ = true;

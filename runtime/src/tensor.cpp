@@ -241,6 +241,15 @@ void HalideBuf::init_3d(const View3D &v) {
     dim[2] = halide_dimension_t(0, static_cast<int32_t>(v.batch), static_cast<int32_t>(v.n_stride));
 }
 
+void HalideBuf::init_4d(const View3D &v, int64_t groups) {
+    init_3d(v);
+    const int64_t group_size = v.channels / groups;
+    buf.dimensions = 4;
+    dim[3] = dim[2];
+    dim[1] = halide_dimension_t(0, static_cast<int32_t>(group_size), static_cast<int32_t>(v.c_stride));
+    dim[2] = halide_dimension_t(0, static_cast<int32_t>(groups), static_cast<int32_t>(v.c_stride * group_size));
+}
+
 void HalideBuf::init_2d(const View2D &v) {
     buf = halide_buffer_t{};
     buf.host = static_cast<uint8_t *>(v.data);

@@ -57,8 +57,10 @@ bool collapse_3d(const TensorView &t, View3D *out);
 // A Halide buffer descriptor over caller memory (1-D to 3-D, dim 0 innermost).
 struct HalideBuf {
     halide_buffer_t buf{};
-    halide_dimension_t dim[3]{};
+    halide_dimension_t dim[4]{};
     void init_3d(const View3D &v);
+    // (s, j, g, n): channels split into `groups` groups of channels/groups.
+    void init_4d(const View3D &v, int64_t groups);
     void init_2d(const View2D &v);
     void init_1d(void *data, DType dtype, int64_t extent, int64_t stride);
     halide_buffer_t *get() { return &buf; }

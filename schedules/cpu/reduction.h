@@ -3,6 +3,8 @@
 
 #include "Halide.h"
 
+#include <vector>
+
 namespace normgen::sched {
 
 // A reduction f(key) over the RDom `k` whose first dimension is unit-stride in memory:
@@ -11,16 +13,24 @@ namespace normgen::sched {
 // the lanes innermost (rfactor appends its new Var last; without reorder_storage the
 // accumulators become gathers), then finish the lanes with one horizontal vector
 // reduction (not a serial chain) wherever k's first dimension is at least `width`.
-inline void vector_reduction(Halide::Func f, const Halide::RDom &k, const Halide::Var &key, int width,
-                             const Halide::LoopLevel &at) {
+inline void vector_reduction(Halide::Func f, const Halide::RDom &k, const std::vector<Halide::Var> &keys,
+                             int width, const Halide::LoopLevel &at) {
     using namespace Halide;
     Var v(f.name() + "_lane");
     RVar ko(f.name() + "_ko"), ki(f.name() + "_ki");
-    f.compute_at(at).store_in(MemoryType::Stack).bound_storage(key, 1);
+    f.compute_at(at).store_in(MemoryType::Stack);
+    for (const Var &key : keys) f.bound_storage(key, 1);
     Func partial = f.update().split(k.x, ko, ki, width, TailStrategy::GuardWithIf).rfactor(ki, v);
-    partial.compute_at(at).store_in(MemoryType::Stack).reorder_storage(v, key).vectorize(v);
+    std::vector<Var> storage = {v};  // lanes innermost
+    storage.insert(storage.end(), keys.begin(), keys.end());
+    partial.compute_at(at).store_in(MemoryType::Stack).reorder_storage(storage).vectorize(v);
     partial.update().reorder(v, ko).vectorize(v);
     f.update().specialize(k.x.extent() >= width).atomic().vectorize(ki);
+}
+
+inline void vector_reduction(Halide::Func f, const Halide::RDom &k, const Halide::Var &key, int width,
+                             const Halide::LoopLevel &at) {
+    vector_reduction(f, k, std::vector<Halide::Var>{key}, width, at);
 }
 
 // Output loops: `x` vectorized in `width`-wide pieces (tails predicated, so extents

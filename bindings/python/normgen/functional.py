@@ -6,6 +6,8 @@ parameter), following the calling conventions of normgen's design document.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import _normgen
 from ._arrays import (check_same_container, counter_pointer, empty_like, empty_stats, opt_spec, saved_mode,
                       shape_tuple, spec, tag_mode)
@@ -14,6 +16,8 @@ __all__ = [
     "layer_norm", "layer_norm_forward", "layer_norm_backward",
     "rms_norm", "rms_norm_forward", "rms_norm_backward",
     "batch_norm", "batch_norm_forward", "batch_norm_backward",
+    "group_norm", "group_norm_forward", "group_norm_backward",
+    "instance_norm", "instance_norm_forward", "instance_norm_backward",
 ]
 
 
@@ -178,4 +182,91 @@ def batch_norm_backward(dy, x, save_mean, save_rstd, weight=None):
     _normgen.batch_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(save_mean, "save_mean"),
                                  spec(save_rstd, "save_rstd"), opt_spec(weight, "weight"), saved_mode(save_rstd),
                                  spec(dx, "dx"), opt_spec(dweight, "dweight"), opt_spec(dbias, "dbias"))
+    return dx, dweight, dbias
+
+
+def _int_arg(v, name):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    return int(v)
+
+
+def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """GroupNorm per (sample, group) over (C / num_groups channels x spatial).
+
+    Returns ``(y, mean, rstd)``; mean/rstd float32 of shape (N, num_groups), as torch's
+    ``native_group_norm``. ``num_groups`` must divide C; G = 1 is LayerNorm over
+    (C, *spatial) with per-channel affine, G = C is InstanceNorm.
+    """
+    groups = _int_arg(num_groups, "num_groups")
+    _channels(x)
+    for n, a in (("weight", weight), ("bias", bias)):
+        check_same_container(x, n, a)
+    xs = spec(x, "x")
+    y = empty_like(x)
+    shape = (x.shape[0], max(groups, 0))
+    mean, rstd = empty_stats(x, shape), empty_stats(x, shape)
+    _normgen.group_norm_forward(xs, groups, opt_spec(weight, "weight"), opt_spec(bias, "bias"), _float_eps(eps),
+                                spec(y, "y"), spec(mean, "mean"), spec(rstd, "rstd"))
+    return y, mean, rstd
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """``torch.nn.functional.group_norm``: see :func:`group_norm_forward`."""
+    return group_norm_forward(x, num_groups, weight, bias, eps)[0]
+
+
+def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None):
+    """Gradients of GroupNorm: ``(dx, dweight, dbias)``; dweight/dbias are None without weight."""
+    groups = _int_arg(num_groups, "num_groups")
+    c = _channels(x)
+    for n, a in (("dy", dy), ("weight", weight)):
+        check_same_container(x, n, a)
+    dx = empty_like(x)
+    dweight = empty_like(x, (c,)) if weight is not None else None
+    dbias = empty_like(x, (c,)) if weight is not None else None
+    _normgen.group_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(mean, "mean"), spec(rstd, "rstd"), groups,
+                                 opt_spec(weight, "weight"), spec(dx, "dx"), opt_spec(dweight, "dweight"),
+                                 opt_spec(dbias, "dbias"))
+    return dx, dweight, dbias
+
+
+def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                          momentum=0.1, eps=1e-5):
+    """InstanceNorm per (sample, channel) over the spatial dims (torch semantics).
+
+    Returns ``(y, save_mean, save_rstd)``, the saved statistics float32 (N, C) and tagged
+    with the mode. With ``use_input_stats`` and running statistics given, these are
+    updated in place with the batch average of the instance statistics.
+    """
+    c = _channels(x)
+    for n, a in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
+        check_same_container(x, n, a)
+    xs = spec(x, "x")
+    y = empty_like(x)
+    save_mean, save_rstd = empty_stats(x, (x.shape[0], c)), empty_stats(x, (x.shape[0], c))
+    _normgen.instance_norm_forward(xs, opt_spec(running_mean, "running_mean"), opt_spec(running_var, "running_var"),
+                                   opt_spec(weight, "weight"), opt_spec(bias, "bias"), bool(use_input_stats),
+                                   _float_eps(momentum, "momentum"), _float_eps(eps), spec(y, "y"),
+                                   spec(save_mean, "save_mean"), spec(save_rstd, "save_rstd"))
+    return y, save_mean, tag_mode(save_rstd, bool(use_input_stats))
+
+
+def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5):
+    """``torch.nn.functional.instance_norm``: see :func:`instance_norm_forward`."""
+    return instance_norm_forward(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)[0]
+
+
+def instance_norm_backward(dy, x, save_mean, save_rstd, weight=None):
+    """Gradients of InstanceNorm: ``(dx, dweight, dbias)``; dweight/dbias are None without weight."""
+    c = _channels(x)
+    for n, a in (("dy", dy), ("weight", weight)):
+        check_same_container(x, n, a)
+    dx = empty_like(x)
+    dweight = empty_like(x, (c,)) if weight is not None else None
+    dbias = empty_like(x, (c,)) if weight is not None else None
+    _normgen.instance_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(save_mean, "save_mean"),
+                                    spec(save_rstd, "save_rstd"), opt_spec(weight, "weight"), saved_mode(save_rstd),
+                                    spec(dx, "dx"), opt_spec(dweight, "dweight"), opt_spec(dbias, "dbias"))
     return dx, dweight, dbias

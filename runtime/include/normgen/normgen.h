@@ -127,6 +127,34 @@ NORMGEN_API Status batch_norm_backward(const TensorView &dy, const TensorView &x
                                        const TensorView &dx, const TensorView *dweight = nullptr,
                                        const TensorView *dbias = nullptr);
 
+// ---- GroupNorm (torch.nn.functional.group_norm) ---------------------------------------
+// x: (N, C, *spatial); num_groups divides C; weight, bias: (C,) of x's dtype, optional;
+// mean, rstd: float32 with N * num_groups elements ((N, G) as torch), optional.
+NORMGEN_API Status group_norm_forward(const TensorView &x, int64_t num_groups, const TensorView *weight,
+                                      const TensorView *bias, double eps, const TensorView &y,
+                                      const TensorView *mean = nullptr, const TensorView *rstd = nullptr);
+NORMGEN_API Status group_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &mean,
+                                       const TensorView &rstd, int64_t num_groups, const TensorView *weight,
+                                       const TensorView &dx, const TensorView *dweight = nullptr,
+                                       const TensorView *dbias = nullptr);
+
+// ---- InstanceNorm (torch.nn.functional.instance_norm) ----------------------------------
+// Per (n, c) over the spatial dims. use_input_stats: normalize with each instance's
+// statistics and, given running_mean/running_var (float32 (C,)), update them in place
+// with the batch average of the instance statistics (unbiased variance), as torch.
+// Otherwise normalize with the running statistics (required). save_mean/save_rstd:
+// float32 (N, C) outputs for instance_norm_backward, optional.
+NORMGEN_API Status instance_norm_forward(const TensorView &x, const TensorView *running_mean,
+                                         const TensorView *running_var, const TensorView *weight,
+                                         const TensorView *bias, bool use_input_stats, double momentum, double eps,
+                                         const TensorView &y, const TensorView *save_mean = nullptr,
+                                         const TensorView *save_rstd = nullptr);
+// use_input_stats must be what the forward used (false: the affine gradient).
+NORMGEN_API Status instance_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
+                                          const TensorView &save_rstd, const TensorView *weight,
+                                          bool use_input_stats, const TensorView &dx,
+                                          const TensorView *dweight = nullptr, const TensorView *dbias = nullptr);
+
 // ---- the kernel table (the expansion of generators/kernels.list) ----------------------
 struct KernelInfo {
     const char *name;      // e.g. layer_norm_fwd_f32_contig_hb1_hw1

@@ -1,0 +1,57 @@
+#include "group_norm.h"
+
+#include "reduction.h"
+
+namespace normgen::sched {
+
+using namespace Halide;
+
+namespace {
+
+int lanes_of(const ChannelNormCpuParams &k, const Target &t) {
+    return k.vector_lanes > 0 ? k.vector_lanes : t.natural_vector_size<float>();
+}
+
+// Loops of an (s, j, g, n) output in memory order: samples, then groups in parallel,
+// then the group's channels and spatial positions (vectorized). Returns the task var.
+// (Fusing (g, n) into one parallel loop would balance N = 1 better, but Halide then
+// loses the per-task bounds of the statistics.)
+Var group_tasks(Func out, int width) {
+    Var s = alg::spatial_var(), g = alg::group_var();
+    out.parallel(g);
+    vectorized(out, s, width);
+    return g;
+}
+
+}  // namespace
+
+// Measured: see bench/results/channel_norm.md.
+// Why: a (group, sample) is one contiguous run of (C/G) x S values in NCHW, kept in
+// cache between the statistics passes and the output pass; other layouts use the same
+// loops (correct, with strided loads).
+void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNormCpuParams &k, const Target &t,
+                                     const std::string &layout) {
+    (void)layout;
+    Var g = alg::group_var(), n = alg::batch_var();
+    const int lanes = lanes_of(k, t);
+    Var task = group_tasks(p.y, lanes * k.out_unroll);
+    p.stats.parallel(g).compute_with(p.y, task);
+    for (Func &f : p.reductions) vector_reduction(f, p.k, {g, n}, lanes * k.accumulators, LoopLevel(p.y, task));
+}
+
+void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNormCpuParams &k, const Target &t,
+                                      const std::string &layout) {
+    (void)layout;
+    Var j = alg::in_group_var(), g = alg::group_var(), n = alg::batch_var();
+    const int lanes = lanes_of(k, t);
+    Var task = group_tasks(p.dx, lanes * k.out_unroll);
+    vector_reduction(p.group_sums, p.k, {g, n}, lanes * k.accumulators, LoopLevel(p.dx, task));
+    if (!p.param_sums.defined()) return;
+    // Per-channel sums over s for each (group, sample) task, then over samples.
+    p.param_sums.compute_root().parallel(g);
+    p.param_sums.update().parallel(g);
+    p.param_total.compute_root();
+    for (Func &f : p.param_grads) f.compute_root();
+}
+
+}  // namespace normgen::sched
