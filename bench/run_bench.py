@@ -138,9 +138,56 @@ def build_channel_case(op, direction, shape, layout, use_compile):
     return cands, nbytes
 
 
+def build_group_case(op, direction, shape, layout, use_compile):
+    """GroupNorm (G = 32) and InstanceNorm (no running statistics), forward and backward."""
+    torch.manual_seed(0)
+    c = shape[1]
+    groups = 32 if op == "group_norm" else c
+    x = torch.randn(shape) * 2 + 3
+    dy = torch.randn(shape)
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
+        dy = dy.contiguous(memory_format=torch.channels_last)
+    w, b = 1 + 0.1 * torch.randn(c), 0.1 * torch.randn(c)
+
+    def torch_fwd(a, ww, bb):
+        return F.group_norm(a, groups, ww, bb) if op == "group_norm" else F.instance_norm(a, weight=ww, bias=bb)
+
+    cands = {}
+    if direction == "fwd":
+        if op == "group_norm":
+            cands["normgen"] = lambda: ng.group_norm_forward(x, groups, w, b)
+        else:
+            cands["normgen"] = lambda: ng.instance_norm_forward(x, weight=w, bias=b)
+        cands["torch"] = lambda: torch_fwd(x, w, b)
+        if use_compile:
+            cf = torch.compile(torch_fwd, dynamic=False)
+            cands["torch.compile"] = lambda: cf(x, w, b)
+    else:
+        if op == "group_norm":
+            _, m, r = ng.group_norm_forward(x, groups, w, b)
+            cands["normgen"] = lambda: ng.group_norm_backward(dy, x, m, r, groups, w)
+        else:
+            _, m, r = ng.instance_norm_forward(x, weight=w, bias=b)
+            cands["normgen"] = lambda: ng.instance_norm_backward(dy, x, m, r, w)
+        xg, wg, bg = (t.clone().requires_grad_() for t in (x, w, b))
+        out = torch_fwd(xg, wg, bg)
+        cands["torch"] = lambda: torch.autograd.grad(out, (xg, wg, bg), dy, retain_graph=True)
+        if use_compile:
+            cout = torch.compile(torch_fwd, dynamic=False)(xg, wg, bg)
+            cands["torch.compile"] = lambda: torch.autograd.grad(cout, (xg, wg, bg), dy, retain_graph=True)
+    nbytes = x.numel() * 4 * (3 if direction == "bwd" else 2) + c * 4 * 4
+    half = nbytes // 2 // 4
+    src, dst = torch.randn(half), torch.empty(half)
+    cands["copy"] = lambda: dst.copy_(src)
+    return cands, nbytes
+
+
 def build_case(op, direction, shape, layout, use_compile):
     if op == "batch_norm":
         return build_channel_case(op, direction, shape, layout, use_compile)
+    if op in ("group_norm", "instance_norm"):
+        return build_group_case(op, direction, shape, layout, use_compile)
     return build_row_case(op, direction, shape[0], shape[1], use_compile)
 
 
