@@ -119,14 +119,12 @@ Status batch_norm_backward(const TensorView &dy, const TensorView &x, const Tens
         !(s = call.check_per_channel(dweight, "dweight", false)).ok() ||
         !(s = call.check_per_channel(dbias, "dbias", false)).ok())
         return s;
-    if (!weight && (dweight || dbias))
-        return invalid("dweight/dbias were requested but weight is None: BatchNorm without weight has no parameters");
+    if (!(s = check_param_grads(weight, dweight, dbias, "BatchNorm")).ok()) return s;
     s = check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}},
                          {{&dy, "dy"}, {&x, "x"}, {&save_mean, "save_mean"}, {&save_rstd, "save_rstd"}, {weight, "weight"}});
     if (!s.ok()) return s;
     if (call.batch() * call.spatial() == 0) {
-        if (dweight) fill_zero(*dweight);
-        if (dbias) fill_zero(*dbias);
+        zero_param_grads(dweight, dbias);
         return Status::OK();
     }
     call.bind_tensor(dy, "dy", false);

@@ -139,11 +139,7 @@ void ChannelCall::bind_scalar(const char *arg, float v) {
 Status ChannelCall::run(const char *op, const char *dir, const std::string &variant) {
     const char *layout = unit_dim_ == 0 ? "nchw" : unit_dim_ == 1 ? "nhwc" : "strided";
     if (!params_unit_) layout = "strided";
-    Request req{op, dir, x_.dtype, variant, layout, 0, {batch_, channels_, spatial_}};
-    std::string why;
-    const Kernel *k = select_kernel(req, &why);
-    if (!k) return Status(Status::Code::runtime_error, why);
-    Status s = run_kernel(*k, args_);
+    Status s = dispatch({op, dir, x_.dtype, variant, layout, 0, {batch_, channels_, spatial_}}, args_);
     if (!s.ok()) return s;
     for (const Bound &b : bound_)
         if (b.out_view) Staging::scatter(b.stage, *b.out_view);

@@ -106,14 +106,12 @@ Status group_norm_backward(const TensorView &dy, const TensorView &x, const Tens
         !(s = call.check_per_channel(dweight, "dweight", false)).ok() ||
         !(s = call.check_per_channel(dbias, "dbias", false)).ok())
         return s;
-    if (!weight && (dweight || dbias))
-        return invalid("dweight/dbias were requested but weight is None: GroupNorm without weight has no parameters");
+    if (!(s = check_param_grads(weight, dweight, dbias, "GroupNorm")).ok()) return s;
     s = check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}},
                          {{&dy, "dy"}, {&x, "x"}, {&mean, "mean"}, {&rstd, "rstd"}, {weight, "weight"}});
     if (!s.ok()) return s;
     if (call.batch() * call.spatial() == 0) {
-        if (dweight) fill_zero(*dweight);
-        if (dbias) fill_zero(*dbias);
+        zero_param_grads(dweight, dbias);
         return Status::OK();
     }
     return group_norm_grad_call(dy, x, mean, rstd, num_groups, weight, dx, dweight, dbias);

@@ -162,6 +162,13 @@ Status run_kernel(const Kernel &k, const Args &args) {
     return Status::OK();
 }
 
+Status dispatch(const Request &req, const Args &args) {
+    std::string why;
+    const Kernel *k = select_kernel(req, &why);
+    if (!k) return Status(Status::Code::runtime_error, why);
+    return run_kernel(*k, args);
+}
+
 }  // namespace detail
 
 const std::vector<KernelInfo> &kernels() {

@@ -53,4 +53,7 @@ const Kernel *select_kernel(const Request &req, std::string *why);
 // Run `k` with `args`; a non-zero return or a Halide error becomes a Status.
 Status run_kernel(const Kernel &k, const Args &args);
 
+// select_kernel, then run_kernel.
+Status dispatch(const Request &req, const Args &args);
+
 }  // namespace normgen::detail

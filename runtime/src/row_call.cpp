@@ -119,11 +119,7 @@ void RowCall::bind_scalar(const char *arg, float v) {
 }
 
 Status RowCall::run(const char *op, const char *dir, const std::string &variant) {
-    Request req{op, dir, x_.dtype, variant, unit_stride_ ? "contig" : "strided", cols_, row_shape()};
-    std::string why;
-    const Kernel *k = select_kernel(req, &why);
-    if (!k) return Status(Status::Code::runtime_error, why);
-    Status s = run_kernel(*k, args_);
+    Status s = dispatch({op, dir, x_.dtype, variant, unit_stride_ ? "contig" : "strided", cols_, row_shape()}, args_);
     if (!s.ok()) return s;
     for (const Bound &b : bound_)
         if (b.out_view) Staging::scatter(b.stage, *b.out_view);

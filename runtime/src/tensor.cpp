@@ -305,6 +305,19 @@ void strided_copy(const TensorView &dst, const TensorView &src) {
 }
 }  // namespace
 
+Status check_param_grads(const TensorView *weight, const TensorView *dweight, const TensorView *dbias,
+                         const char *op) {
+    if (!weight && (dweight || dbias))
+        return invalid(std::string("dweight/dbias were requested but weight is None: ") + op +
+                       " without weight has no parameters");
+    return Status::OK();
+}
+
+void zero_param_grads(const TensorView *dweight, const TensorView *dbias) {
+    if (dweight) fill_zero(*dweight);
+    if (dbias) fill_zero(*dbias);
+}
+
 void fill_zero(const TensorView &t) {
     if (t.numel() == 0) return;
     std::vector<unsigned char> zeros(static_cast<size_t>(t.numel()) * dtype_size(t.dtype), 0);

@@ -82,6 +82,12 @@ private:
     std::vector<std::vector<unsigned char>> owned_;
 };
 
+// Parameter gradients exist only with a weight: an error naming `op` otherwise.
+Status check_param_grads(const TensorView *weight, const TensorView *dweight, const TensorView *dbias,
+                         const char *op);
+// The parameter gradients of an empty batch: sums over nothing.
+void zero_param_grads(const TensorView *dweight, const TensorView *dbias);
+
 // Set every element of t to +0.0; fill_f32: every element of a float32 t to v.
 void fill_zero(const TensorView &t);
 void fill_f32(const TensorView &t, float v);

@@ -47,9 +47,16 @@ void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNo
     Var task = group_tasks(p.dx, lanes * k.out_unroll);
     vector_reduction(p.group_sums, p.k, {g, n}, lanes * k.accumulators, LoopLevel(p.dx, task));
     if (!p.param_sums.defined()) return;
-    // Per-channel sums over s for each (group, sample) task, then over samples.
-    p.param_sums.compute_root().parallel(g);
-    p.param_sums.update().parallel(g);
+    // Per-channel sums over s (vector partials per sample, in parallel), then over
+    // the partials' lanes and the samples.
+    Var v("gn_ps_lane");
+    RVar ko("gn_ps_ko"), ki("gn_ps_ki");
+    p.param_sums.compute_root();
+    Func partial = p.param_sums.update()
+                       .split(p.ks.x, ko, ki, lanes * k.accumulators, TailStrategy::GuardWithIf)
+                       .rfactor(ki, v);
+    partial.compute_root().reorder_storage(v, j, g, n).vectorize(v).parallel(n);
+    partial.update().reorder(v, ko, j, g, n).vectorize(v).parallel(n);
     p.param_total.compute_root();
     for (Func &f : p.param_grads) f.compute_root();
 }
