@@ -89,6 +89,4 @@ void tie_row_bounds(O &out, const std::vector<Halide::OutputImageParam> &stats, 
     if (!stats.empty()) stats[0].dim(0).set_bounds(0, rows);
 }
 
-inline bool is_cuda(const Halide::Target &t) { return t.has_feature(Halide::Target::CUDA); }
 
-}  // namespace normgen::gen
