@@ -89,4 +89,4 @@ void tie_row_bounds(O &out, const std::vector<Halide::OutputImageParam> &stats, 
     if (!stats.empty()) stats[0].dim(0).set_bounds(0, rows);
 }
 
-
+}  // namespace normgen::gen
