@@ -50,6 +50,7 @@ struct Moments {
     Func mean;   // corrected mean
     Func var;    // biased variance, clamped at 0
     RDom k;      // the reduction domain
+    RDom sum_k;  // pass 1's domain: k, or the pilot domain
 };
 
 // With a `pilot` domain (a sub-domain of k), m0 is the mean over the pilot only, so the
@@ -67,6 +68,7 @@ inline Moments moments(const Func &v, const RDom &k, const std::vector<Var> &key
     Expr nf = Halide::cast<float>(count);
     m.sum = Func(prefix + "_sum");
     m.sum(key_args) = 0.0f;
+    m.sum_k = pilot.defined() ? pilot : k;
     Func m0(prefix + "_mean0");
     m.shift = m0;
     if (pilot.defined()) {
@@ -92,9 +94,12 @@ inline Moments moments(const Func &v, const RDom &k, const std::vector<Var> &key
     return m;
 }
 
-// Per-row moments of x32(k, r) over k in [0, n): the row-wise families' case.
+// Per-row moments of x32(k, r) over k in [0, n): the row-wise families' case, shifted
+// by the mean of the row's first (up to) 256 values, so the row is read once for its
+// statistics.
 inline Moments row_moments(const Func &x32, const Expr &n, const std::string &prefix) {
-    return moments(x32, RDom(0, n, prefix + "_k"), {row_var()}, n, prefix);
+    Expr pilot = Halide::min(n, 256);
+    return moments(x32, RDom(0, n, prefix + "_k"), {row_var()}, n, prefix, RDom(0, pilot, prefix + "_pilot"), pilot);
 }
 
 // Per-row sum of squares over k in [0, n) (RMSNorm). No cancellation to guard against.

@@ -17,8 +17,7 @@ inline RowNormForward layer_norm_forward(const Func &x, const Func &w, const Fun
     p.x32 = Func("ln_x32");
     p.x32(j, r) = widen(x(j, r));
     Moments m = row_moments(p.x32, n, "ln");
-    p.reductions = {m.sum, m.dev};
-    p.k = m.k;
+    p.reductions = {{m.sum, m.sum_k}, {m.dev, m.k}};
     Func rstd("ln_rstd");
     rstd(r) = 1.0f / Halide::sqrt(m.var(r) + eps);
     Expr v = (p.x32(j, r) - m.mean(r)) * rstd(r);

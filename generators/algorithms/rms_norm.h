@@ -16,8 +16,7 @@ inline RowNormForward rms_norm_forward(const Func &x, const Func &w, bool has_we
     p.x32 = Func("rms_x32");
     p.x32(j, r) = widen(x(j, r));
     RowSquares s = row_squares(p.x32, n, "rms");
-    p.reductions = {s.sumsq};
-    p.k = s.k;
+    p.reductions = {{s.sumsq, s.k}};
     Func rstd("rms_rstd");
     rstd(r) = 1.0f / Halide::sqrt(s.sumsq(r) / Halide::cast<float>(n) + eps);
     Expr v = p.x32(j, r) * rstd(r);

@@ -13,8 +13,9 @@ namespace normgen::alg {
 // Forward: y(j, r) and per-row statistics stats(r), from reductions over columns.
 struct RowNormForward {
     Func x32;                      // the input widened to float32
-    std::vector<Func> reductions;  // per-row reductions over `k`, in dependence order
-    RDom k;                        // their reduction domain (one row's columns)
+    // Per-row reductions, in dependence order, each with its reduction domain (a row's
+    // columns, or a leading part of them).
+    std::vector<std::pair<Func, RDom>> reductions;
     Func y;                        // output (j, r), storage type
     Func stats;                    // output (r), float32: a Tuple (mean, rstd) or rstd
 };

@@ -32,7 +32,7 @@ void schedule_row_norm_forward_cpu(alg::RowNormForward &p, const RowNormCpuParam
         .vectorize(ji)
         .parallel(rb);
     p.stats.split(r, rb, ri, task_rows, TailStrategy::GuardWithIf).parallel(rb).compute_with(p.y, ri);
-    for (Func &f : p.reductions) vector_reduction(f, p.k, r, lanes * k.accumulators, LoopLevel(p.y, ri));
+    for (auto &[f, dom] : p.reductions) vector_reduction(f, dom, r, lanes * k.accumulators, LoopLevel(p.y, ri));
 }
 
 // Measured: LayerNorm f32 1024x8192, 1 thread, block_kib 1024: 7.4 ms = 13.7 GB/s, 0.66 of
