@@ -66,17 +66,9 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
         }
         if (per_channel == 0) return Status::OK();
     }
-    // A lone weight or bias: the kernel takes both, the other is the identity.
-    TensorView ones, zeros;
-    const TensorView *w = weight, *b = bias;
-    if (w && !b) b = &(zeros = call.constant_channel(0.0f));
-    if (b && !w) w = &(ones = call.constant_channel(1.0f));
     call.bind_tensor(x, "x", false);
     call.bind_tensor(y, "y", true);
-    if (w) {
-        call.bind_channel(*w, "weight", false);
-        call.bind_channel(*b, "bias", false);
-    }
+    const bool affine = call.bind_affine(weight, bias);
     call.bind_scalar("eps", static_cast<float>(eps));
     float *mean = nullptr, *var = nullptr;
     if (training) {
@@ -87,7 +79,7 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
         call.bind_channel(*running_mean, "running_mean", false);
         call.bind_channel(*running_var, "running_var", false);
     }
-    std::string variant = std::string("affine=") + (w ? "1" : "0") + ",training=" + (training ? "1" : "0");
+    std::string variant = std::string("affine=") + (affine ? "1" : "0") + ",training=" + (training ? "1" : "0");
     s = call.run("batch_norm", "fwd", variant);
     if (!s.ok() || !updating) return s;
     double m;

@@ -131,6 +131,13 @@ float *ChannelCall::bind_stat_2d(const TensorView *t, const char *arg, int64_t d
     return data;
 }
 
+bool ChannelCall::bind_affine(const TensorView *weight, const TensorView *bias) {
+    if (!weight && !bias) return false;
+    bind_channel(weight ? *weight : constant_channel(1.0f), "weight", false);
+    bind_channel(bias ? *bias : constant_channel(0.0f), "bias", false);
+    return true;
+}
+
 void ChannelCall::bind_scalar(const char *arg, float v) {
     scalars_.push_back(v);
     args_.scalar(arg, &scalars_.back());

@@ -32,6 +32,9 @@ public:
     void bind_channel(const TensorView &t, const char *arg, bool output);
     // A per-channel float32 output that may be absent (scratch then); returns its data.
     float *bind_channel_stat(const TensorView *t, const char *arg);
+    // Bind "weight" and "bias" (kernels take both or neither; a lone one gets the
+    // identity for the other). Returns whether any was given.
+    bool bind_affine(const TensorView *weight, const TensorView *bias);
     // Per-channel storage of x's dtype filled with `value` (a parameter the caller left out).
     TensorView constant_channel(float value);
     // A float32 (d1, d0) row-major output (d0 fastest), e.g. per-(sample, group)

@@ -30,21 +30,14 @@ Status group_norm_call(const TensorView &x, int64_t groups, const TensorView *we
     Status s = call.check_x();
     if (!s.ok()) return s;
     call.set_groups(groups);
-    TensorView ones, zeros;
-    const TensorView *w = weight, *b = bias;
-    if (w && !b) b = &(zeros = call.constant_channel(0.0f));
-    if (b && !w) w = &(ones = call.constant_channel(1.0f));
     call.bind_tensor(x, "x", false);
     call.bind_tensor(y, "y", true);
-    if (w) {
-        call.bind_channel(*w, "weight", false);
-        call.bind_channel(*b, "bias", false);
-    }
+    const bool affine = call.bind_affine(weight, bias);
     call.bind_scalar("eps", static_cast<float>(eps));
     call.bind_stat_2d(mean, "stats.0", groups, call.batch(), true);
     call.bind_stat_2d(rstd, "stats.1", groups, call.batch(), true);
     float *var = call.bind_stat_2d(nullptr, "stats.2", groups, call.batch(), true);
-    s = call.run("group_norm", "fwd", std::string("affine=") + (w ? "1" : "0"));
+    s = call.run("group_norm", "fwd", std::string("affine=") + (affine ? "1" : "0"));
     if (s.ok() && var_out) var_out->assign(var, var + groups * call.batch());
     return s;
 }
