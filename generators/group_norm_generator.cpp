@@ -47,7 +47,8 @@ public:
         st.dim(0).set_bounds(0, groups);
         st.dim(1).set_bounds(0, batch);
         apply_channel_layout(layout, x, y, weight, bias);
-        sched::schedule_group_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout);
+        sched::schedule_group_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
+                                               spatial, group_size);
     }
 };
 
@@ -90,7 +91,8 @@ public:
             *dbias = p.param_grads[1];
         }
         apply_channel_layout(layout, dy, x, dx, weight, dweight, dbias);
-        sched::schedule_group_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout);
+        sched::schedule_group_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
+                                                spatial, group_size);
     }
 };
 

@@ -46,6 +46,15 @@ void streaming_nchw_reduction(Func f, const RDom &k, const Var &c, int width, co
     f.compute_root();
 }
 
+// NCHW outputs in memory order; a parallel task covers whole (channel, sample) runs
+// worth at least `block_kib` (one run per task drowned 7x7 and 28x28 shapes in task
+// overhead: 2 threads ran slower than 1).
+void nchw_output_tasks(Func out, const Expr &spatial, const ChannelNormCpuParams &k) {
+    Var s = alg::spatial_var(), c = alg::channel_var(), n = alg::batch_var(), cn("cn"), cno("cno"), cni("cni");
+    Expr runs = max(Expr(k.block_kib * 1024) / (spatial * out.type().bytes()), 1);
+    out.reorder(s, c, n).fuse(c, n, cn).split(cn, cno, cni, runs, TailStrategy::GuardWithIf).parallel(cno);
+}
+
 }  // namespace
 
 // Measured: see bench/results/channel_norm.md (tools/dev.sh bench --suite bench/suites/channel_norm.txt).
@@ -85,7 +94,7 @@ void schedule_batch_norm_forward_cpu(alg::ChannelNormForward &p, const ChannelNo
         // per-channel vector partials for blocks of samples (parallel), the output pass
         // streams again; a tensor that fits the last-level cache is re-read from it.
         Var cn("cn");
-        p.y.reorder(s, c, n).fuse(c, n, cn).parallel(cn);
+        nchw_output_tasks(p.y, spatial, k);
         vectorized(p.y, s, lanes * k.out_unroll);
         for (Func &f : p.per_channel) f.compute_root();
         if (training) {
@@ -124,7 +133,7 @@ void schedule_batch_norm_backward_cpu(alg::ChannelNormBackward &p, const Channel
     }
     if (layout == "nchw") {
         Var cn("cn");
-        p.dx.reorder(s, c, n).fuse(c, n, cn).parallel(cn);
+        nchw_output_tasks(p.dx, spatial, k);
         vectorized(p.dx, s, lanes * k.out_unroll);
         streaming_nchw_reduction(p.sums, p.k, c, lanes * k.accumulators, batch, k.min_blocks);
         for (Func &g : p.param_grads) g.compute_root();

@@ -12,15 +12,20 @@ int lanes_of(const ChannelNormCpuParams &k, const Target &t) {
     return k.vector_lanes > 0 ? k.vector_lanes : t.natural_vector_size<float>();
 }
 
-// Loops of an (s, j, g, n) output in memory order: samples, then groups in parallel,
-// then the group's channels and spatial positions (vectorized). Returns the task var.
-// (Fusing (g, n) into one parallel loop would balance N = 1 better, but Halide then
-// loses the per-task bounds of the statistics.)
-Var group_tasks(Func out, int width) {
-    Var s = alg::spatial_var(), g = alg::group_var();
-    out.parallel(g);
+// Loops of an (s, j, g, n) output in memory order: samples, then tasks of whole groups
+// (at least `block_kib` of data each; one small group per task drowned 7x7 shapes in
+// task overhead), then the group's channels and spatial positions (vectorized).
+// Returns the per-group loop var. (Fusing (g, n) into one parallel loop would balance
+// N = 1 better, but Halide then loses the per-group bounds of the statistics.)
+Var group_tasks(Func out, const Expr &groups_per_task, int width) {
+    Var s = alg::spatial_var(), g = alg::group_var(), go("go"), gi("gi");
+    out.split(g, go, gi, groups_per_task, TailStrategy::GuardWithIf).parallel(go);
     vectorized(out, s, width);
-    return g;
+    return gi;
+}
+
+Expr groups_per_task(const Func &out, const Expr &spatial, const Expr &group_size, const ChannelNormCpuParams &k) {
+    return max(Expr(k.block_kib * 1024) / (spatial * group_size * out.type().bytes()), 1);
 }
 
 }  // namespace
@@ -30,21 +35,23 @@ Var group_tasks(Func out, int width) {
 // cache between the statistics passes and the output pass; other layouts use the same
 // loops (correct, with strided loads).
 void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNormCpuParams &k, const Target &t,
-                                     const std::string &layout) {
+                                     const std::string &layout, const Expr &spatial, const Expr &group_size) {
     (void)layout;
     Var g = alg::group_var(), n = alg::batch_var();
     const int lanes = lanes_of(k, t);
-    Var task = group_tasks(p.y, lanes * k.out_unroll);
-    p.stats.parallel(g).compute_with(p.y, task);
+    Expr per_task = groups_per_task(p.y, spatial, group_size, k);
+    Var task = group_tasks(p.y, per_task, lanes * k.out_unroll);
+    Var go("go");
+    p.stats.split(g, go, task, per_task, TailStrategy::GuardWithIf).parallel(go).compute_with(p.y, task);
     for (Func &f : p.reductions) vector_reduction(f, p.k, {g, n}, lanes * k.accumulators, LoopLevel(p.y, task));
 }
 
 void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNormCpuParams &k, const Target &t,
-                                      const std::string &layout) {
+                                      const std::string &layout, const Expr &spatial, const Expr &group_size) {
     (void)layout;
     Var j = alg::in_group_var(), g = alg::group_var(), n = alg::batch_var();
     const int lanes = lanes_of(k, t);
-    Var task = group_tasks(p.dx, lanes * k.out_unroll);
+    Var task = group_tasks(p.dx, groups_per_task(p.dx, spatial, group_size, k), lanes * k.out_unroll);
     vector_reduction(p.group_sums, p.k, {g, n}, lanes * k.accumulators, LoopLevel(p.dx, task));
     if (!p.param_sums.defined()) return;
     // Per-channel sums over s (vector partials per sample, in parallel), then over

@@ -8,8 +8,10 @@
 namespace normgen::sched {
 
 void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNormCpuParams &k, const Halide::Target &t,
-                                     const std::string &layout);
+                                     const std::string &layout, const Halide::Expr &spatial,
+                                     const Halide::Expr &group_size);
 void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNormCpuParams &k,
-                                      const Halide::Target &t, const std::string &layout);
+                                      const Halide::Target &t, const std::string &layout, const Halide::Expr &spatial,
+                                      const Halide::Expr &group_size);
 
 }  // namespace normgen::sched
