@@ -19,6 +19,7 @@ inline Var in_group_var() { return Var("j"); }
 struct GroupNormForward {
     std::vector<Func> reductions;  // per-(g, n) reductions over `k`, in dependence order
     RDom k;                        // (s, j)
+    std::vector<Func> per_group;   // per-(g, n) values the output loop reads (mean, rstd)
     Func y;                        // output (s, j, g, n)
     Func stats;                    // output (g, n): Tuple (mean, rstd, biased var)
 };
@@ -45,6 +46,7 @@ inline GroupNormForward group_norm_forward(const Func &x, const Func &w, const F
     p.reductions = {m.sum, m.dev};
     Func rstd("gn_rstd");
     rstd(g, n) = 1.0f / Halide::sqrt(m.var(g, n) + eps);
+    p.per_group = {m.mean, rstd};
     Expr yv = (x32(s, j, g, n) - m.mean(g, n)) * rstd(g, n);
     if (w.defined()) yv = yv * widen(w(j, g));
     if (b.defined()) yv = yv + widen(b(j, g));

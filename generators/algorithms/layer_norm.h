@@ -20,6 +20,7 @@ inline RowNormForward layer_norm_forward(const Func &x, const Func &w, const Fun
     p.reductions = {{m.sum, m.sum_k}, {m.dev, m.k}};
     Func rstd("ln_rstd");
     rstd(r) = 1.0f / Halide::sqrt(m.var(r) + eps);
+    p.per_row = {m.mean, rstd};
     Expr v = (p.x32(j, r) - m.mean(r)) * rstd(r);
     if (has_weight) v = v * widen(w(j));
     if (has_bias) v = v + widen(b(j));

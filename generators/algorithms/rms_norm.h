@@ -19,6 +19,7 @@ inline RowNormForward rms_norm_forward(const Func &x, const Func &w, bool has_we
     p.reductions = {{s.sumsq, s.k}};
     Func rstd("rms_rstd");
     rstd(r) = 1.0f / Halide::sqrt(s.sumsq(r) / Halide::cast<float>(n) + eps);
+    p.per_row = {rstd};
     Expr v = p.x32(j, r) * rstd(r);
     if (has_weight) v = v * widen(w(j));
     p.y = Func("y");

@@ -16,6 +16,7 @@ struct RowNormForward {
     // Per-row reductions, in dependence order, each with its reduction domain (a row's
     // columns, or a leading part of them).
     std::vector<std::pair<Func, RDom>> reductions;
+    std::vector<Func> per_row;     // per-row values the output loop reads (mean, rstd)
     Func y;                        // output (j, r), storage type
     Func stats;                    // output (r), float32: a Tuple (mean, rstd) or rstd
 };

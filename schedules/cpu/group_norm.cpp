@@ -44,6 +44,9 @@ void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNorm
     Var go("go");
     p.stats.split(g, go, task, per_task, TailStrategy::GuardWithIf).parallel(go).compute_with(p.y, task);
     for (Func &f : p.reductions) vector_reduction(f, p.k, {g, n}, lanes * k.accumulators, LoopLevel(p.y, task));
+    // Once per group, not per vector of the output loop (see schedules/cpu/row_norm.cpp).
+    for (Func &f : p.per_group)
+        f.compute_at(p.y, task).store_in(MemoryType::Stack).bound_storage(g, 1).bound_storage(n, 1);
 }
 
 void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNormCpuParams &k, const Target &t,
