@@ -111,9 +111,8 @@ Status batch_norm_backward(const TensorView &dy, const TensorView &x, const Tens
         !(s = call.check_per_channel(dweight, "dweight", false)).ok() ||
         !(s = call.check_per_channel(dbias, "dbias", false)).ok())
         return s;
-    if (!(s = check_param_grads(weight, dweight, dbias, "BatchNorm")).ok()) return s;
-    s = check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}},
-                         {{&dy, "dy"}, {&x, "x"}, {&save_mean, "save_mean"}, {&save_rstd, "save_rstd"}, {weight, "weight"}});
+    s = check_backward_outputs("BatchNorm", dx, weight, dweight, dbias,
+                               {{&dy, "dy"}, {&x, "x"}, {&save_mean, "save_mean"}, {&save_rstd, "save_rstd"}});
     if (!s.ok()) return s;
     if (call.batch() * call.spatial() == 0) {
         zero_param_grads(dweight, dbias);

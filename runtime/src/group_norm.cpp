@@ -99,9 +99,8 @@ Status group_norm_backward(const TensorView &dy, const TensorView &x, const Tens
         !(s = call.check_per_channel(dweight, "dweight", false)).ok() ||
         !(s = call.check_per_channel(dbias, "dbias", false)).ok())
         return s;
-    if (!(s = check_param_grads(weight, dweight, dbias, "GroupNorm")).ok()) return s;
-    s = check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}},
-                         {{&dy, "dy"}, {&x, "x"}, {&mean, "mean"}, {&rstd, "rstd"}, {weight, "weight"}});
+    s = check_backward_outputs("GroupNorm", dx, weight, dweight, dbias,
+                               {{&dy, "dy"}, {&x, "x"}, {&mean, "mean"}, {&rstd, "rstd"}});
     if (!s.ok()) return s;
     if (call.batch() * call.spatial() == 0) {
         zero_param_grads(dweight, dbias);

@@ -44,9 +44,8 @@ Status layer_norm_backward(const TensorView &dy, const TensorView &x, const Tens
         !(s = call.check_param(weight, "weight")).ok() || !(s = call.check_like_x(dx, "dx")).ok() ||
         !(s = call.check_param(dweight, "dweight")).ok() || !(s = call.check_param(dbias, "dbias")).ok())
         return s;
-    if (!(s = check_param_grads(weight, dweight, dbias, "LayerNorm")).ok()) return s;
-    s = check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}},
-                         {{&dy, "dy"}, {&x, "x"}, {&mean, "mean"}, {&rstd, "rstd"}, {weight, "weight"}});
+    s = check_backward_outputs("LayerNorm", dx, weight, dweight, dbias,
+                               {{&dy, "dy"}, {&x, "x"}, {&mean, "mean"}, {&rstd, "rstd"}});
     if (!s.ok()) return s;
     if (call.rows() == 0 || call.cols() == 0) {
         // Empty batch: dx is empty and the parameter gradients are sums over no rows.

@@ -38,8 +38,7 @@ Status rms_norm_backward(const TensorView &dy, const TensorView &x, const Tensor
         !(s = call.check_stat(&rstd, "rstd")).ok() || !(s = call.check_param(weight, "weight")).ok() ||
         !(s = call.check_like_x(dx, "dx")).ok() || !(s = call.check_param(dweight, "dweight")).ok())
         return s;
-    if (!(s = check_param_grads(weight, dweight, nullptr, "RMSNorm")).ok()) return s;
-    s = check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}}, {{&dy, "dy"}, {&x, "x"}, {&rstd, "rstd"}, {weight, "weight"}});
+    s = check_backward_outputs("RMSNorm", dx, weight, dweight, nullptr, {{&dy, "dy"}, {&x, "x"}, {&rstd, "rstd"}});
     if (!s.ok()) return s;
     if (call.rows() == 0 || call.cols() == 0) {
         zero_param_grads(dweight, nullptr);

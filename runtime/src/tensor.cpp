@@ -305,12 +305,14 @@ void strided_copy(const TensorView &dst, const TensorView &src) {
 }
 }  // namespace
 
-Status check_param_grads(const TensorView *weight, const TensorView *dweight, const TensorView *dbias,
-                         const char *op) {
+Status check_backward_outputs(const char *op, const TensorView &dx, const TensorView *weight,
+                              const TensorView *dweight, const TensorView *dbias,
+                              std::vector<std::pair<const TensorView *, const char *>> inputs) {
     if (!weight && (dweight || dbias))
         return invalid(std::string("dweight/dbias were requested but weight is None: ") + op +
                        " without weight has no parameters");
-    return Status::OK();
+    inputs.push_back({weight, "weight"});
+    return check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}}, inputs);
 }
 
 void zero_param_grads(const TensorView *dweight, const TensorView *dbias) {

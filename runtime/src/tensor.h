@@ -82,9 +82,12 @@ private:
     std::vector<std::vector<unsigned char>> owned_;
 };
 
-// Parameter gradients exist only with a weight: an error naming `op` otherwise.
-Status check_param_grads(const TensorView *weight, const TensorView *dweight, const TensorView *dbias,
-                         const char *op);
+// The outputs of a backward: parameter gradients exist only with a weight (an error
+// naming `op` otherwise), and dx/dweight/dbias overlap neither the inputs (`inputs`
+// plus weight) nor each other.
+Status check_backward_outputs(const char *op, const TensorView &dx, const TensorView *weight,
+                              const TensorView *dweight, const TensorView *dbias,
+                              std::vector<std::pair<const TensorView *, const char *>> inputs);
 // The parameter gradients of an empty batch: sums over nothing.
 void zero_param_grads(const TensorView *dweight, const TensorView *dbias);
 

@@ -26,6 +26,14 @@ def _stat_shape(x, k):
     return tuple(x.shape[: len(x.shape) - k]) + (1,) * k if len(x.shape) >= k else (0,)
 
 
+def _grad_outputs(x, weight, param_shape, with_bias=True):
+    """dx (x's layout) and, with a weight, dweight[/dbias] of ``param_shape``; else None."""
+    dx = empty_like(x)
+    if weight is None:
+        return dx, None, None
+    return dx, empty_like(x, param_shape), empty_like(x, param_shape) if with_bias else None
+
+
 def _float_eps(eps, name="eps"):
     if isinstance(eps, bool):
         raise TypeError(f"{name} must be a float, got bool")
@@ -75,9 +83,7 @@ def layer_norm_backward(dy, x, mean, rstd, normalized_shape, weight=None):
     ns = shape_tuple(normalized_shape)
     for n, a in (("dy", dy), ("weight", weight)):
         check_same_container(x, n, a)
-    dx = empty_like(x)
-    dweight = empty_like(x, ns) if weight is not None else None
-    dbias = empty_like(x, ns) if weight is not None else None
+    dx, dweight, dbias = _grad_outputs(x, weight, ns)
     _normgen.layer_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(mean, "mean"), spec(rstd, "rstd"), ns,
                                  opt_spec(weight, "weight"), spec(dx, "dx"), opt_spec(dweight, "dweight"),
                                  opt_spec(dbias, "dbias"))
@@ -110,8 +116,7 @@ def rms_norm_backward(dy, x, rstd, normalized_shape, weight=None):
     ns = shape_tuple(normalized_shape)
     for n, a in (("dy", dy), ("weight", weight)):
         check_same_container(x, n, a)
-    dx = empty_like(x)
-    dweight = empty_like(x, ns) if weight is not None else None
+    dx, dweight, _ = _grad_outputs(x, weight, ns, with_bias=False)
     _normgen.rms_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(rstd, "rstd"), ns, opt_spec(weight, "weight"),
                                spec(dx, "dx"), opt_spec(dweight, "dweight"))
     return dx, dweight
@@ -176,9 +181,7 @@ def batch_norm_backward(dy, x, save_mean, save_rstd, weight=None):
     c = _channels(x)
     for n, a in (("dy", dy), ("weight", weight)):
         check_same_container(x, n, a)
-    dx = empty_like(x)
-    dweight = empty_like(x, (c,)) if weight is not None else None
-    dbias = empty_like(x, (c,)) if weight is not None else None
+    dx, dweight, dbias = _grad_outputs(x, weight, (c,))
     _normgen.batch_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(save_mean, "save_mean"),
                                  spec(save_rstd, "save_rstd"), opt_spec(weight, "weight"), saved_mode(save_rstd),
                                  spec(dx, "dx"), opt_spec(dweight, "dweight"), opt_spec(dbias, "dbias"))
@@ -222,9 +225,7 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None):
     c = _channels(x)
     for n, a in (("dy", dy), ("weight", weight)):
         check_same_container(x, n, a)
-    dx = empty_like(x)
-    dweight = empty_like(x, (c,)) if weight is not None else None
-    dbias = empty_like(x, (c,)) if weight is not None else None
+    dx, dweight, dbias = _grad_outputs(x, weight, (c,))
     _normgen.group_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(mean, "mean"), spec(rstd, "rstd"), groups,
                                  opt_spec(weight, "weight"), spec(dx, "dx"), opt_spec(dweight, "dweight"),
                                  opt_spec(dbias, "dbias"))
@@ -263,9 +264,7 @@ def instance_norm_backward(dy, x, save_mean, save_rstd, weight=None):
     c = _channels(x)
     for n, a in (("dy", dy), ("weight", weight)):
         check_same_container(x, n, a)
-    dx = empty_like(x)
-    dweight = empty_like(x, (c,)) if weight is not None else None
-    dbias = empty_like(x, (c,)) if weight is not None else None
+    dx, dweight, dbias = _grad_outputs(x, weight, (c,))
     _normgen.instance_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(save_mean, "save_mean"),
                                     spec(save_rstd, "save_rstd"), opt_spec(weight, "weight"), saved_mode(save_rstd),
                                     spec(dx, "dx"), opt_spec(dweight, "dweight"), opt_spec(dbias, "dbias"))
