@@ -1,7 +1,6 @@
 // GroupNorm generators (InstanceNorm uses them with G = C): forward (y, stats =
-// (mean, rstd, var) per (group, sample)) and backward (dx[, dweight, dbias]). Inputs
-// are (s, j, g, n) views (channel c = g * C/G + j) and per-channel parameters (j, g)
-// views, so the group structure is in the buffers' shapes, not in index arithmetic.
+// (mean, rstd, var) per (group, sample)) and backward (dx[, dweight, dbias,
+// channel_sums]). See algorithms/group_norm.h for the two channel indexings.
 #include "algorithms/group_norm.h"
 #include "generator_common.h"
 #include "../schedules/cpu/group_norm.h"
@@ -10,6 +9,26 @@ namespace normgen::gen {
 
 using namespace Halide;
 
+// Buffers are added in configure(): their rank depends on the layout. nchw / strided:
+// tensors (s, j, g, n) and parameters (j, g); nhwc: tensors (s, c, n), parameters (c)
+// and the number of groups as a scalar (the channel stays one unit-stride dim).
+struct GroupViews {
+    bool flat;
+    int tensor_dims() const { return flat ? 3 : 4; }
+    int channel_dims() const { return flat ? 1 : 2; }
+};
+
+inline GroupViews group_views(const std::string &layout) {
+    channel_layout_unit_dim(layout);  // validates the name
+    return {layout == "nhwc"};
+}
+
+template <typename T>
+alg::GroupIndexing group_indexing(const GroupViews &v, const T &x, const Halide::GeneratorInput<int> *groups) {
+    if (v.flat) return alg::GroupIndexing::flat(x.dim(1).extent() / *groups, *groups);
+    return alg::GroupIndexing::split(x.dim(1).extent(), x.dim(2).extent());
+}
+
 class GroupNormForward : public Generator<GroupNormForward> {
 public:
     GeneratorParam<std::string> dtype{"dtype", "f32"};
@@ -17,38 +36,44 @@ public:
     GeneratorParam<bool> affine{"affine", true};
     GeneratorParam<std::string> schedule{"schedule", ""};
 
-    Input<Buffer<void, 4>> x{"x"};
-    Input<float> eps{"eps"};
-    Output<Buffer<void, 4>> y{"y"};
-    Output<Func> stats{"stats", {Float(32), Float(32), Float(32)}, 2};  // (mean, rstd, var) per (g, n)
-
+    Input<Buffer<>> *x = nullptr;
+    Input<int> *groups = nullptr;
+    Input<float> *eps = nullptr;
+    Output<Buffer<>> *y = nullptr;
+    Output<Func> *stats = nullptr;  // (mean, rstd, var) per (g, n)
     Input<Buffer<>> *weight = nullptr, *bias = nullptr;
 
     void configure() {
         Type t = alg::storage_type(dtype);
-        x.set_type(t);
-        y.set_type(t);
+        GroupViews v = group_views(layout);
+        x = add_input<Buffer<>>("x", t, v.tensor_dims());
+        if (v.flat) groups = add_input<int>("groups");
+        eps = add_input<float>("eps");
         if (affine) {
-            weight = add_input<Buffer<>>("weight", t, 2);
-            bias = add_input<Buffer<>>("bias", t, 2);
+            weight = add_input<Buffer<>>("weight", t, v.channel_dims());
+            bias = add_input<Buffer<>>("bias", t, v.channel_dims());
         }
+        y = add_output<Buffer<>>("y", t, v.tensor_dims());
+        stats = add_output<Func>("stats", std::vector<Type>{Float(32), Float(32), Float(32)}, 2);
     }
 
     void generate() {
-        Expr spatial = x.dim(0).extent(), group_size = x.dim(1).extent(), groups = x.dim(2).extent(),
-             batch = x.dim(3).extent();
-        alg::GroupNormForward p = alg::group_norm_forward(x, weight ? Func(*weight) : Func(),
-                                                          bias ? Func(*bias) : Func(), spatial, group_size, eps,
+        GroupViews v = group_views(layout);
+        Input<Buffer<>> &xi = *x;
+        alg::GroupIndexing gi = group_indexing(v, xi, groups);
+        Expr spatial = xi.dim(0).extent(), batch = xi.dim(v.tensor_dims() - 1).extent();
+        alg::GroupNormForward p = alg::group_norm_forward(xi, weight ? Func(*weight) : Func(),
+                                                          bias ? Func(*bias) : Func(), gi, spatial, *eps,
                                                           alg::storage_type(dtype));
-        y = p.y;
-        stats = p.stats;
-        for (int d = 0; d < 4; d++) y.dim(d).set_bounds(0, x.dim(d).extent());
-        OutputImageParam st = Func(stats).output_buffers()[0];
-        st.dim(0).set_bounds(0, groups);
+        *y = p.y;
+        *stats = p.stats;
+        for (int d = 0; d < v.tensor_dims(); d++) y->dim(d).set_bounds(0, xi.dim(d).extent());
+        OutputImageParam st = Func(*stats).output_buffers()[0];
+        st.dim(0).set_bounds(0, gi.groups);
         st.dim(1).set_bounds(0, batch);
-        apply_channel_layout(layout, x, y, weight, bias);
+        apply_channel_layout(layout, xi, *y, weight, bias);
         sched::schedule_group_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
-                                               spatial, group_size);
+                                               gi, spatial);
     }
 };
 
@@ -59,40 +84,54 @@ public:
     GeneratorParam<bool> has_weight{"has_weight", true};
     GeneratorParam<std::string> schedule{"schedule", ""};
 
-    Input<Buffer<void, 4>> dy{"dy"};
-    Input<Buffer<void, 4>> x{"x"};
-    Input<Buffer<float, 2>> mean{"mean"};
-    Input<Buffer<float, 2>> rstd{"rstd"};
-    Output<Buffer<void, 4>> dx{"dx"};
-
+    Input<Buffer<>> *dy = nullptr, *x = nullptr;
+    Input<int> *groups = nullptr;
+    Input<Buffer<float, 2>> *mean = nullptr, *rstd = nullptr;
+    Output<Buffer<>> *dx = nullptr;
     Input<Buffer<>> *weight = nullptr;
     Output<Buffer<>> *dweight = nullptr, *dbias = nullptr;
+    // Per-(channel, sample) (sum dy, sum dy * xhat), written by the dx pass; the
+    // parameter gradients are its sums over samples (no second pass over the data).
+    Output<Func> *channel_sums = nullptr;
 
     void configure() {
         Type t = alg::storage_type(dtype);
-        dy.set_type(t);
-        x.set_type(t);
-        dx.set_type(t);
+        GroupViews v = group_views(layout);
+        dy = add_input<Buffer<>>("dy", t, v.tensor_dims());
+        x = add_input<Buffer<>>("x", t, v.tensor_dims());
+        if (v.flat) groups = add_input<int>("groups");
+        mean = add_input<Buffer<float, 2>>("mean");
+        rstd = add_input<Buffer<float, 2>>("rstd");
+        dx = add_output<Buffer<>>("dx", t, v.tensor_dims());
         if (has_weight) {
-            weight = add_input<Buffer<>>("weight", t, 2);
-            dweight = add_output<Buffer<>>("dweight", t, 2);
-            dbias = add_output<Buffer<>>("dbias", t, 2);
+            weight = add_input<Buffer<>>("weight", t, v.channel_dims());
+            dweight = add_output<Buffer<>>("dweight", t, v.channel_dims());
+            dbias = add_output<Buffer<>>("dbias", t, v.channel_dims());
+            channel_sums = add_output<Func>("channel_sums", std::vector<Type>{Float(32), Float(32)},
+                                            v.channel_dims() + 1);
         }
     }
 
     void generate() {
-        Expr spatial = x.dim(0).extent(), group_size = x.dim(1).extent(), batch = x.dim(3).extent();
-        alg::GroupNormBackward p = alg::group_norm_backward(dy, x, mean, rstd, weight ? Func(*weight) : Func(),
-                                                            spatial, group_size, batch, alg::storage_type(dtype));
-        dx = p.dx;
-        for (int d = 0; d < 4; d++) dx.dim(d).set_bounds(0, x.dim(d).extent());
+        GroupViews v = group_views(layout);
+        Input<Buffer<>> &xi = *x;
+        alg::GroupIndexing gi = group_indexing(v, xi, groups);
+        Expr spatial = xi.dim(0).extent(), batch = xi.dim(v.tensor_dims() - 1).extent();
+        alg::GroupNormBackward p = alg::group_norm_backward(*dy, xi, *mean, *rstd, weight ? Func(*weight) : Func(),
+                                                            gi, spatial, batch, alg::storage_type(dtype));
+        *dx = p.dx;
+        for (int d = 0; d < v.tensor_dims(); d++) dx->dim(d).set_bounds(0, xi.dim(d).extent());
         if (has_weight) {
             *dweight = p.param_grads[0];
             *dbias = p.param_grads[1];
+            *channel_sums = p.channel_sums;
+            OutputImageParam cs = Func(*channel_sums).output_buffers()[0];
+            for (int d = 0; d <= v.channel_dims(); d++) cs.dim(d).set_bounds(0, xi.dim(d + 1).extent());
+            cs.dim(0).set_stride(1);
         }
-        apply_channel_layout(layout, dy, x, dx, weight, dweight, dbias);
+        apply_channel_layout(layout, *dy, xi, *dx, weight, dweight, dbias);
         sched::schedule_group_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
-                                                spatial, group_size);
+                                                gi, spatial);
     }
 };
 

@@ -1,12 +1,24 @@
 // GroupNorm per (n, group) over (C/G channels x spatial), per-channel affine
 // (torch.nn.functional.group_norm semantics; biased variance). InstanceNorm is the
-// case G = C. Tensors are 4-D views x(s, j, g, n) of (N, C, *spatial) with channel
-// c = g * (C/G) + j, and per-channel parameters 2-D views w(j, g), so no index is
-// ever divided (bounds stay exact):
-//   forward:  y = (x - mean(g, n)) * rstd(g, n) * w(j, g) + b(j, g)
-//   backward: xhat = (x - mean) * rstd, h = dy * w, M = (C/G) * S,
-//             dx = rstd * (h - mean_group(h) - xhat * mean_group(h * xhat)),
-//             dweight(j, g) = sum_{n,s} dy * xhat, dbias(j, g) = sum_{n,s} dy
+// case G = C.
+//
+// Everything is built from per-(channel, sample) quantities, so the one pass over the
+// data is a per-channel reduction over s (vectorizable along s or across channels) and
+// the group structure only enters in tiny per-(group, sample) merges:
+//   forward:  per channel: moments over s, shifted by the channel's pilot mean;
+//             per group:   Chan's merge, mean_g = m_c0 + mean_j(m_c - m_c0),
+//                          M2_g = sum_j M2_c + S * sum_j (m_c - mean_g)^2
+//                          (channel means as shift + small offset, never rounded);
+//             y = (x - mean_g) * (rstd_g * w_c) + b_c
+//   backward: xhat = (x - mean_g) * rstd_g, per channel A = sum_s dy, B = sum_s dy*xhat;
+//             per group Sh = sum_j w_c A_c, Shx = sum_j w_c B_c, M = (C/G) * S;
+//             dx = rstd (w dy - (Sh + xhat Shx) / M);
+//             dweight_c = sum_n B, dbias_c = sum_n A (from the same per-channel sums)
+//
+// Channel coordinates (GroupIndexing): NCHW-like kernels see (s, j, g, n) views with
+// c = g * (C/G) + j (no index is divided; bounds stay exact); channels-last kernels
+// see (s, c, n) views, where the channel is one unit-stride coordinate to vectorize
+// over and its group is c / (C/G) (clamped, for bounds).
 #pragma once
 
 #include "channel_norm.h"
@@ -16,80 +28,177 @@ namespace normgen::alg {
 inline Var group_var() { return Var("g"); }
 inline Var in_group_var() { return Var("j"); }
 
+// How a kernel's tensors name a channel, and how channels map to groups.
+struct GroupIndexing {
+    std::vector<Var> chan;  // a channel's coordinates: (j, g) or (c)
+    Expr group_size, groups;
+
+    // (s, j, g, n) views: channel = (j, g).
+    static GroupIndexing split(const Expr &group_size, const Expr &groups) {
+        return {{in_group_var(), group_var()}, group_size, groups};
+    }
+    // (s, c, n) views: channel = c.
+    static GroupIndexing flat(const Expr &group_size, const Expr &groups) {
+        return {{channel_var()}, group_size, groups};
+    }
+    bool is_flat() const { return chan.size() == 1; }
+    std::vector<Expr> chan_args() const { return {chan.begin(), chan.end()}; }
+    // The group of the channel `chan`.
+    Expr group_of() const {
+        return is_flat() ? Halide::clamp(chan[0] / group_size, 0, groups - 1) : Expr(chan[1]);
+    }
+    // The coordinates of channel `j` of group `g`.
+    std::vector<Expr> member(const Expr &j, const Expr &g) const {
+        if (is_flat()) return {g * group_size + j};
+        return {j, g};
+    }
+    // f(s, <chan>, n) and f(<chan>, n) argument lists.
+    std::vector<Expr> at(const Expr &s, const std::vector<Expr> &c, const Expr &n) const {
+        std::vector<Expr> a{s};
+        a.insert(a.end(), c.begin(), c.end());
+        a.push_back(n);
+        return a;
+    }
+    std::vector<Expr> at(const std::vector<Expr> &c, const Expr &n) const {
+        std::vector<Expr> a(c.begin(), c.end());
+        a.push_back(n);
+        return a;
+    }
+};
+
 struct GroupNormForward {
-    std::vector<Func> reductions;  // per-(g, n) reductions over `k`, in dependence order
-    RDom k;                        // (s, j)
-    std::vector<Func> per_group;   // per-(g, n) values the output loop reads (mean, rstd)
-    Func y;                        // output (s, j, g, n)
+    Func pilot_sum;                // per-(channel, sample) sum over `pilot` (the shift)
+    RDom pilot;                    // (s) prefix
+    Func shift;                    // per-(channel, sample) pilot mean (read by every `dev` step)
+    Func dev;                      // per-(channel, sample) (sum d, sum d^2) over `k`
+    RDom k;                        // (s)
+    std::vector<Func> per_group;   // per-(g, n) merges (mean, M2, rstd), in dependence order
+    std::vector<Func> per_channel; // per-(channel, n) values the output loop reads (mean, scale)
+    Func y;                        // output (s, <chan>, n)
     Func stats;                    // output (g, n): Tuple (mean, rstd, biased var)
 };
 
 struct GroupNormBackward {
-    Func group_sums;               // per-(g, n) (sum h, sum h * xhat) over `k`
-    RDom k;                        // (s, j)
-    Func dx;                       // output (s, j, g, n)
-    Func param_sums;               // per-(j, g, n) (sum dy * xhat, sum dy) over `ks` (with weight)
-    RDom ks;                       // (s)
-    Func param_total;              // per-(j, g) sums of param_sums over `kn`
+    std::vector<Func> per_channel_in;  // per-(channel, n) mean and rstd the sums read
+    Func sums;                     // per-(channel, n) (sum dy, sum dy * (x - mean)) over `k`
+    RDom k;                        // (s)
+    Func group_sums;               // per-(g, n) (sum w A, sum w B / rstd)
+    std::vector<Func> per_channel; // per-(channel, n) coefficients of dx
+    Func dx;                       // output (s, <chan>, n)
+    Func channel_sums;             // output (<chan>, n): `sums`, for the parameter gradients (with weight)
     RDom kn;                       // (n)
-    std::vector<Func> param_grads; // outputs (j, g): dweight, dbias
+    std::vector<Func> param_grads; // outputs (<chan>): dweight, dbias
 };
 
-inline GroupNormForward group_norm_forward(const Func &x, const Func &w, const Func &b, const Expr &spatial,
-                                           const Expr &group_size, const Expr &eps, const Type &out_type) {
-    Var s = spatial_var(), j = in_group_var(), g = group_var(), n = batch_var();
+inline GroupNormForward group_norm_forward(const Func &x, const Func &w, const Func &b, const GroupIndexing &gi,
+                                           const Expr &spatial, const Expr &eps, const Type &out_type) {
+    Var s = spatial_var(), g = group_var(), n = batch_var();
+    std::vector<Expr> ch = gi.chan_args();
+    std::vector<Var> keys = gi.chan;
+    keys.push_back(n);
     GroupNormForward p;
     Func x32("gn_x32");
-    x32(s, j, g, n) = widen(x(s, j, g, n));
-    p.k = RDom(0, spatial, 0, group_size, "gn_k");
-    Moments m = moments(x32, p.k, {g, n}, spatial * group_size, "gn");
-    p.reductions = {m.sum, m.dev};
-    Func rstd("gn_rstd");
-    rstd(g, n) = 1.0f / Halide::sqrt(m.var(g, n) + eps);
-    p.per_group = {m.mean, rstd};
-    Expr yv = (x32(s, j, g, n) - m.mean(g, n)) * rstd(g, n);
-    if (w.defined()) yv = yv * widen(w(j, g));
-    if (b.defined()) yv = yv + widen(b(j, g));
+    x32(gi.at(s, ch, n)) = widen(x(gi.at(s, ch, n)));
+    // Per channel: one pass over s, shifted by the mean of its first (up to) 256 values.
+    Expr pilot = Halide::min(spatial, 256);
+    p.k = RDom(0, spatial, "gn_k");
+    p.pilot = RDom(0, pilot, "gn_pilot");
+    Moments m = moments(x32, p.k, keys, spatial, "gn_c", p.pilot, pilot);
+    p.pilot_sum = m.sum;
+    p.shift = m.shift;
+    p.dev = m.dev;
+    Expr sf = Halide::cast<float>(spatial);
+    Func cm2("gn_c_m2");
+    cm2(gi.at(ch, n)) = Halide::max(m.dev(gi.at(ch, n))[1] - m.dev(gi.at(ch, n))[0] * m.dev(gi.at(ch, n))[0] / sf, 0.0f);
+    // Per group: Chan's merge of the channels' (mean, M2). A channel's mean stays split
+    // as (shift, sum d / S) and is taken relative to the group's first channel: rounding
+    // a mean near 1e4 to float32 would perturb the small between-channel spread.
+    RDom rj(0, gi.group_size, "gn_rj");
+    Expr gsf = Halide::cast<float>(gi.group_size);
+    auto offset = [&](const Expr &j) {  // mean of channel j - shift of channel 0
+        std::vector<Expr> cj = gi.at(gi.member(j, g), n), c0 = gi.at(gi.member(0, g), n);
+        return Halide::strict_float(m.shift(cj) - m.shift(c0) + m.dev(cj)[0] / sf);
+    };
+    Func goff("gn_offset"), gm2("gn_m2"), var("gn_var"), rstd("gn_rstd");
+    goff(g, n) = 0.0f;
+    goff(g, n) += offset(rj);
+    Func gmean_final("gn_mean_g");
+    gmean_final(g, n) = Halide::strict_float(m.shift(gi.at(gi.member(0, g), n)) + goff(g, n) / gsf);
+    gm2(g, n) = 0.0f;
+    // strict_float: the offsets are differences of values near the data's mean; the
+    // simplifier may otherwise regroup them into sums that round at that magnitude.
+    Expr dm = Halide::strict_float(offset(rj) - goff(g, n) / gsf);
+    gm2(g, n) += cm2(gi.at(gi.member(rj, g), n)) + sf * dm * dm;
+    var(g, n) = gm2(g, n) / (sf * gsf);
+    rstd(g, n) = 1.0f / Halide::sqrt(var(g, n) + eps);
+    p.per_group = {goff, gmean_final, gm2, var, rstd};
+    // Per channel: the group's mean and rstd * w; the subtraction stays first
+    // (x * scale + shift would cancel on offset data).
+    Expr grp = gi.group_of();
+    Func mean_c("gn_mean_c"), scale_c("gn_scale_c");
+    mean_c(gi.at(ch, n)) = gmean_final(grp, n);
+    scale_c(gi.at(ch, n)) = w.defined() ? rstd(grp, n) * widen(w(ch)) : rstd(grp, n);
+    p.per_channel = {mean_c, scale_c};
+    Expr yv = (x32(gi.at(s, ch, n)) - mean_c(gi.at(ch, n))) * scale_c(gi.at(ch, n));
+    if (b.defined()) yv = yv + widen(b(ch));
     p.y = Func("y");
-    p.y(s, j, g, n) = narrow(yv, out_type);
+    p.y(gi.at(s, ch, n)) = narrow(yv, out_type);
     p.stats = Func("stats");
-    p.stats(g, n) = Tuple(m.mean(g, n), rstd(g, n), m.var(g, n));
+    p.stats(g, n) = Tuple(gmean_final(g, n), rstd(g, n), var(g, n));
     return p;
 }
 
 inline GroupNormBackward group_norm_backward(const Func &dy, const Func &x, const Func &mean, const Func &rstd,
-                                             const Func &w, const Expr &spatial, const Expr &group_size,
+                                             const Func &w, const GroupIndexing &gi, const Expr &spatial,
                                              const Expr &batch, const Type &out_type) {
-    Var s = spatial_var(), j = in_group_var(), g = group_var(), n = batch_var();
+    Var s = spatial_var(), g = group_var(), n = batch_var();
+    std::vector<Expr> ch = gi.chan_args();
     GroupNormBackward p;
-    Func dy32("gn_dy32"), xhat("gn_xhat"), h("gn_h");
-    dy32(s, j, g, n) = widen(dy(s, j, g, n));
-    xhat(s, j, g, n) = (widen(x(s, j, g, n)) - mean(g, n)) * rstd(g, n);
-    h(s, j, g, n) = w.defined() ? dy32(s, j, g, n) * widen(w(j, g)) : dy32(s, j, g, n);
-    p.k = RDom(0, spatial, 0, group_size, "gn_bwd_k");
+    Expr grp = gi.group_of();
+    Func mean_c("gn_bwd_mean_c"), rstd_c("gn_bwd_rstd_c");
+    mean_c(gi.at(ch, n)) = mean(grp, n);
+    rstd_c(gi.at(ch, n)) = rstd(grp, n);
+    p.per_channel_in = {mean_c, rstd_c};
+    Func dy32("gn_dy32"), xc("gn_xc");
+    dy32(gi.at(s, ch, n)) = widen(dy(gi.at(s, ch, n)));
+    xc(gi.at(s, ch, n)) = widen(x(gi.at(s, ch, n))) - mean_c(gi.at(ch, n));  // x - mean
+    p.k = RDom(0, spatial, "gn_bwd_k");
+    auto at_k = [&](const Func &f) { return f(gi.at(p.k, ch, n)); };
+    p.sums = Func("gn_sums");
+    p.sums(gi.at(ch, n)) = Tuple(0.0f, 0.0f);
+    p.sums(gi.at(ch, n)) = Tuple(p.sums(gi.at(ch, n))[0] + at_k(dy32),
+                                 p.sums(gi.at(ch, n))[1] + at_k(dy32) * at_k(xc));
+    RDom rj(0, gi.group_size, "gn_bwd_rj");
+    auto member_w = [&](const Expr &j) { return w.defined() ? widen(w(gi.member(j, g))) : Expr(1.0f); };
     p.group_sums = Func("gn_group_sums");
     p.group_sums(g, n) = Tuple(0.0f, 0.0f);
-    p.group_sums(g, n) = Tuple(p.group_sums(g, n)[0] + h(p.k.x, p.k.y, g, n),
-                               p.group_sums(g, n)[1] + h(p.k.x, p.k.y, g, n) * xhat(p.k.x, p.k.y, g, n));
-    Expr inv_m = 1.0f / Halide::cast<float>(spatial * group_size);
+    Tuple mem = p.sums(gi.at(gi.member(rj, g), n));
+    p.group_sums(g, n) = Tuple(p.group_sums(g, n)[0] + member_w(rj) * mem[0],
+                               p.group_sums(g, n)[1] + member_w(rj) * mem[1]);
+    // (sum w A, sum w B): B = rstd * sum dy * (x - mean), rstd being the group's.
+    // dx = a * dy - b * (x - mean) - c per (channel, sample).
+    Expr inv_m = 1.0f / Halide::cast<float>(spatial * gi.group_size);
+    Expr r = rstd(grp, n);
+    Func ca("gn_dx_a"), cb("gn_dx_b"), cc("gn_dx_c");
+    ca(gi.at(ch, n)) = w.defined() ? r * widen(w(ch)) : r;
+    cb(gi.at(ch, n)) = r * r * r * p.group_sums(grp, n)[1] * inv_m;
+    cc(gi.at(ch, n)) = r * p.group_sums(grp, n)[0] * inv_m;
+    p.per_channel = {ca, cb, cc};
     p.dx = Func("dx");
-    p.dx(s, j, g, n) = narrow(
-        rstd(g, n) * (h(s, j, g, n) - (p.group_sums(g, n)[0] + xhat(s, j, g, n) * p.group_sums(g, n)[1]) * inv_m),
-        out_type);
+    p.dx(gi.at(s, ch, n)) = narrow(ca(gi.at(ch, n)) * dy32(gi.at(s, ch, n)) -
+                                       cb(gi.at(ch, n)) * xc(gi.at(s, ch, n)) - cc(gi.at(ch, n)),
+                                   out_type);
     if (w.defined()) {
-        p.ks = RDom(0, spatial, "gn_bwd_ks");
-        p.param_sums = Func("gn_param_sums");
-        p.param_sums(j, g, n) = Tuple(0.0f, 0.0f);
-        p.param_sums(j, g, n) = Tuple(p.param_sums(j, g, n)[0] + dy32(p.ks, j, g, n) * xhat(p.ks, j, g, n),
-                                      p.param_sums(j, g, n)[1] + dy32(p.ks, j, g, n));
+        p.channel_sums = Func("channel_sums");
+        p.channel_sums(gi.at(ch, n)) = Tuple(p.sums(gi.at(ch, n))[0], p.sums(gi.at(ch, n))[1] * rstd_c(gi.at(ch, n)));
         p.kn = RDom(0, batch, "gn_bwd_kn");
-        p.param_total = Func("gn_param_total");
-        p.param_total(j, g) = Tuple(0.0f, 0.0f);
-        p.param_total(j, g) = Tuple(p.param_total(j, g)[0] + p.param_sums(j, g, p.kn)[0],
-                                    p.param_total(j, g)[1] + p.param_sums(j, g, p.kn)[1]);
+        Func total("gn_param_total");
+        total(ch) = Tuple(0.0f, 0.0f);
+        total(ch) = Tuple(total(ch)[0] + p.channel_sums(gi.at(ch, p.kn))[0],
+                          total(ch)[1] + p.channel_sums(gi.at(ch, p.kn))[1]);
         Func dweight("dweight"), dbias("dbias");
-        dweight(j, g) = narrow(p.param_total(j, g)[0], out_type);
-        dbias(j, g) = narrow(p.param_total(j, g)[1], out_type);
+        dweight(ch) = narrow(total(ch)[1], out_type);
+        dbias(ch) = narrow(total(ch)[0], out_type);
         p.param_grads = {dweight, dbias};
     }
     return p;

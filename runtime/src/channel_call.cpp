@@ -4,6 +4,19 @@
 
 namespace normgen::detail {
 
+void ChannelCall::set_groups(int64_t groups) {
+    groups_ = groups;
+    groups_arg_ = static_cast<int32_t>(groups);
+    args_.scalar("groups", &groups_arg_);
+}
+
+ChannelCall::Bound &ChannelCall::new_bound(const char *arg, int channel_dim) {
+    Bound &b = bound_.emplace_back();
+    b.arg = arg;
+    b.channel_dim = groups_ ? channel_dim : -1;
+    return b;
+}
+
 Status ChannelCall::check_x(const char *name) {
     Status s = check_tensor(x_, name);
     if (!s.ok()) return s;
@@ -36,7 +49,7 @@ Status ChannelCall::check_per_channel(const TensorView *t, const char *name, boo
 }
 
 void ChannelCall::bind_tensor(const TensorView &t, const char *arg, bool output) {
-    Bound &b = bound_.emplace_back();
+    Bound &b = new_bound(arg, 1);
     View3D v;
     if (!collapse_3d(t, &v)) {
         void *p = output ? staging_.alloc(t) : staging_.gather(t);
@@ -56,7 +69,7 @@ void ChannelCall::bind_tensor(const TensorView &t, const char *arg, bool output)
 }
 
 void ChannelCall::bind_channel(const TensorView &t, const char *arg, bool output) {
-    Bound &b = bound_.emplace_back();
+    Bound &b = new_bound(arg, 0);
     int64_t extent, stride;
     void *data = t.data;
     if (!collapse_1d(t, &extent, &stride)) {
@@ -80,7 +93,7 @@ float *ChannelCall::bind_channel_stat(const TensorView *t, const char *arg) {
         return static_cast<float *>(t->data);
     }
     std::vector<float> &scratch = stats_.emplace_back(static_cast<size_t>(channels_));
-    Bound &b = bound_.emplace_back();
+    Bound &b = new_bound(arg, -1);
     if (t) {  // a strided statistics output: computed in scratch, copied back
         b.out_view = t;
         b.stage = scratch.data();
@@ -112,7 +125,7 @@ TensorView ChannelCall::constant_channel(float value) {
 }
 
 float *ChannelCall::bind_stat_2d(const TensorView *t, const char *arg, int64_t d0, int64_t d1, bool output) {
-    Bound &b = bound_.emplace_back();
+    Bound &b = new_bound(arg, -1);
     float *data;
     int64_t extent, stride;
     if (t && collapse_1d(*t, &extent, &stride) && stride == 1) {
@@ -138,6 +151,14 @@ bool ChannelCall::bind_affine(const TensorView *weight, const TensorView *bias) 
     return true;
 }
 
+void ChannelCall::bind_channel_scratch(const char *arg) {
+    Bound &b = new_bound(arg, 0);
+    float *data = stats_.emplace_back(static_cast<size_t>(channels_ * batch_)).data();
+    const int64_t gs = channels_ / groups_;
+    b.hb.init_3d(View3D{data, DType::f32, gs, 1, groups_, gs, batch_, channels_});
+    args_.buffer(arg, b.hb.get());
+}
+
 void ChannelCall::bind_scalar(const char *arg, float v) {
     scalars_.push_back(v);
     args_.scalar(arg, &scalars_.back());
@@ -146,7 +167,17 @@ void ChannelCall::bind_scalar(const char *arg, float v) {
 Status ChannelCall::run(const char *op, const char *dir, const std::string &variant) {
     const char *layout = unit_dim_ == 0 ? "nchw" : unit_dim_ == 1 ? "nhwc" : "strided";
     if (!params_unit_) layout = "strided";
-    Status s = dispatch({op, dir, x_.dtype, variant, layout, 0, {batch_, channels_, spatial_}}, args_);
+    std::string why;
+    const Kernel *k = select_kernel({op, dir, x_.dtype, variant, layout, 0, {batch_, channels_, spatial_}}, &why);
+    if (!k) return Status(Status::Code::runtime_error, why);
+    const halide_filter_metadata_t *md = k->metadata_fn();
+    for (Bound &b : bound_) {
+        if (b.channel_dim < 0) continue;
+        for (int a = 0; a < md->num_arguments; a++)
+            if (!std::strcmp(md->arguments[a].name, b.arg) && md->arguments[a].dimensions < b.hb.buf.dimensions)
+                b.hb.merge_dims(b.channel_dim);
+    }
+    Status s = run_kernel(*k, args_);
     if (!s.ok()) return s;
     for (const Bound &b : bound_)
         if (b.out_view) Staging::scatter(b.stage, *b.out_view);

@@ -15,8 +15,10 @@ namespace normgen::detail {
 class ChannelCall {
 public:
     explicit ChannelCall(const TensorView &x) : x_(x) {}
-    // Group kernels take (s, j, g, n) tensors and (j, g) per-channel parameters.
-    void set_groups(int64_t groups) { groups_ = groups; }
+    // Group kernels: tensors are bound as (s, j, g, n) and per-channel values as
+    // (j, g[, n]); kernels whose arguments have one dim fewer (channels-last ones,
+    // which take `groups` as a scalar) get (j, g) merged back into one channel dim.
+    void set_groups(int64_t groups);
 
     // x is (N, C, *spatial) with 0-3 spatial dims.
     Status check_x(const char *name = "x");
@@ -41,15 +43,20 @@ public:
     // statistics; scratch if t is null or not contiguous. Returns its data.
     float *bind_stat_2d(const TensorView *t, const char *arg, int64_t d0, int64_t d1, bool output);
     void bind_scalar(const char *arg, float v);
+    // A float32 per-(channel, sample) scratch output of group kernels.
+    void bind_channel_scratch(const char *arg);
 
     Status run(const char *op, const char *dir, const std::string &variant);
 
 private:
     struct Bound {
         HalideBuf hb;
+        const char *arg = nullptr;
+        int channel_dim = -1;  // where (j, g) starts, for group kernels
         const TensorView *out_view = nullptr;
         void *stage = nullptr;
     };
+    Bound &new_bound(const char *arg, int channel_dim);
     const TensorView &x_;
     int64_t batch_ = 0, channels_ = 0, spatial_ = 0, groups_ = 0;
     // The layout every bound tensor shares: 0 = s unit-stride (nchw), 1 = c (nhwc), -1 = other.
@@ -57,6 +64,7 @@ private:
     bool params_unit_ = true;
     std::deque<Bound> bound_;
     std::deque<float> scalars_;
+    int32_t groups_arg_ = 0;
     std::deque<TensorView> views_;
     std::deque<std::vector<float>> stats_;
     Staging staging_;

@@ -59,6 +59,8 @@ Status group_norm_grad_call(const TensorView &dy, const TensorView &x, const Ten
         call.bind_channel(*weight, "weight", false);
         call.bind_channel(dweight ? *dweight : (scratch_w = call.constant_channel(0.0f)), "dweight", true);
         call.bind_channel(dbias ? *dbias : (scratch_b = call.constant_channel(0.0f)), "dbias", true);
+        call.bind_channel_scratch("channel_sums.0");
+        call.bind_channel_scratch("channel_sums.1");
     }
     return call.run("group_norm", "bwd", std::string("has_weight=") + (weight ? "1" : "0"));
 }

@@ -250,6 +250,12 @@ void HalideBuf::init_4d(const View3D &v, int64_t groups) {
     dim[2] = halide_dimension_t(0, static_cast<int32_t>(groups), static_cast<int32_t>(v.c_stride * group_size));
 }
 
+void HalideBuf::merge_dims(int d) {
+    dim[d].extent *= dim[d + 1].extent;
+    for (int i = d + 1; i + 1 < buf.dimensions; i++) dim[i] = dim[i + 1];
+    buf.dimensions--;
+}
+
 void HalideBuf::init_2d(const View2D &v) {
     buf = halide_buffer_t{};
     buf.host = static_cast<uint8_t *>(v.data);

@@ -63,6 +63,9 @@ struct HalideBuf {
     void init_4d(const View3D &v, int64_t groups);
     void init_2d(const View2D &v);
     void init_1d(void *data, DType dtype, int64_t extent, int64_t stride);
+    // Merge dims d and d + 1 (d + 1's stride must be d's stride x extent), e.g. a
+    // group-split channel (j, g) back into one channel dim.
+    void merge_dims(int d);
     halide_buffer_t *get() { return &buf; }
 };
 

@@ -12,15 +12,15 @@ int lanes_of(const ChannelNormCpuParams &k, const Target &t) {
     return k.vector_lanes > 0 ? k.vector_lanes : t.natural_vector_size<float>();
 }
 
-// Loops of an (s, j, g, n) output in memory order: samples, then tasks of whole groups
-// (at least `block_kib` of data each; one small group per task drowned 7x7 shapes in
-// task overhead), then the group's channels and spatial positions (vectorized).
-// Returns the per-group loop var. (Fusing (g, n) into one parallel loop would balance
-// N = 1 better, but Halide then loses the per-group bounds of the statistics.)
-Var group_tasks(Func out, const Expr &groups_per_task, int width) {
-    Var s = alg::spatial_var(), g = alg::group_var(), go("go"), gi("gi");
-    out.split(g, go, gi, groups_per_task, TailStrategy::GuardWithIf).parallel(go);
-    vectorized(out, s, width);
+// (s, j, g, n) views (nchw, strided): parallel tasks of whole groups of one sample,
+// at least `block_kib` of data each (one small group per task drowned 7x7 shapes in
+// task overhead); samples in parallel too (nested), so neither N = 1 nor few groups
+// per sample leave a thread idle. (Fusing the (group block, sample) loops instead
+// lost the statistics' bounds: the outputs' loop extents are not provably equal.)
+// Returns the per-group loop, where everything per group is computed.
+Var group_tasks(Stage out, const Expr &per_task) {
+    Var g = alg::group_var(), n = alg::batch_var(), go("go"), gi("gi");
+    out.split(g, go, gi, per_task, TailStrategy::GuardWithIf).parallel(go).parallel(n);
     return gi;
 }
 
@@ -28,47 +28,116 @@ Expr groups_per_task(const Func &out, const Expr &spatial, const Expr &group_siz
     return max(Expr(k.block_kib * 1024) / (spatial * group_size * out.type().bytes()), 1);
 }
 
+// Per-(channel, sample) and per-(group, sample) values computed where the output loop
+// needs them: a whole sample's (flat views) or one group's (split views).
+void per_group_level(const std::vector<Func> &fs, const LoopLevel &at, bool flat, int lanes,
+                     const std::optional<LoopLevel> &store = std::nullopt) {
+    Var g = alg::group_var(), c = alg::channel_var(), n = alg::batch_var();
+    for (Func f : fs) {
+        f.compute_at(at).store_at(store.value_or(at)).bound_storage(n, 1);
+        const bool per_group = f.args()[0].name() == g.name();
+        if (flat && !per_group) {
+            vectorized(f, c, lanes);
+        } else if (!flat && per_group) {
+            f.store_in(MemoryType::Stack).store_at(at).bound_storage(g, 1);
+        }
+    }
+}
+
+// Channels-last per-(c, n) reduction over s for one sample: positions in order,
+// vectors across channels (partials per channel live in L1).
+void channels_last_reduction(Func f, const RDom &k, int lanes, const LoopLevel &at) {
+    Var c = alg::channel_var(), n = alg::batch_var();
+    f.compute_at(at).bound_storage(n, 1);
+    vectorized(f, c, lanes);
+    vectorized(f.update().reorder(c, k.x), c, lanes);
+}
+
 }  // namespace
 
 // Measured: see bench/results/channel_norm.md.
-// Why: a (group, sample) is one contiguous run of (C/G) x S values in NCHW, kept in
-// cache between the statistics passes and the output pass; other layouts use the same
-// loops (correct, with strided loads).
+// Why: statistics are per (channel, sample) reductions over s merged per group, so
+// each layout vectorizes along its unit-stride dim and reads the data once for them.
+// nchw: a (group, sample) is one contiguous run of (C/G) x S values, reduced and then
+// normalized by the same task while it is in cache. nhwc: a sample's channels are
+// interleaved, so a task is a sample: per-channel vector partials over its positions,
+// then the output pass over the same (cache-resident for typical sizes) sample.
 void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNormCpuParams &k, const Target &t,
-                                     const std::string &layout, const Expr &spatial, const Expr &group_size) {
-    (void)layout;
-    Var g = alg::group_var(), n = alg::batch_var();
+                                     const std::string &layout, const alg::GroupIndexing &gi,
+                                     const Expr &spatial) {
+    Var s = alg::spatial_var(), j = alg::in_group_var(), g = alg::group_var(), c = alg::channel_var(),
+        n = alg::batch_var();
     const int lanes = lanes_of(k, t);
-    Expr per_task = groups_per_task(p.y, spatial, group_size, k);
-    Var task = group_tasks(p.y, per_task, lanes * k.out_unroll);
-    Var go("go");
-    p.stats.split(g, go, task, per_task, TailStrategy::GuardWithIf).parallel(go).compute_with(p.y, task);
-    for (Func &f : p.reductions) vector_reduction(f, p.k, {g, n}, lanes * k.accumulators, LoopLevel(p.y, task));
-    // Once per group, not per vector of the output loop (see schedules/cpu/row_norm.cpp).
-    for (Func &f : p.per_group)
-        f.compute_at(p.y, task).store_in(MemoryType::Stack).bound_storage(g, 1).bound_storage(n, 1);
+    const bool flat = gi.is_flat();
+    if (flat) {
+        (void)layout;
+        p.y.reorder(c, s, n).parallel(n);
+        vectorized(p.y, c, lanes * k.out_unroll);
+        p.stats.parallel(n).compute_with(p.y, n);
+        LoopLevel at(p.y, n);
+        channels_last_reduction(p.pilot_sum, p.pilot, lanes, at);
+        channels_last_reduction(p.dev, p.k, lanes, at);
+        per_group_level({p.shift}, at, flat, lanes);
+        per_group_level(p.per_group, at, flat, lanes);
+        per_group_level(p.per_channel, at, flat, lanes);
+        return;
+    }
+    Expr per_task = groups_per_task(p.y, spatial, gi.group_size, k);
+    Var task = group_tasks(p.y, per_task);
+    vectorized(p.y, s, lanes * k.out_unroll);
+    group_tasks(p.stats, per_task);
+    p.stats.compute_with(p.y, task);
+    LoopLevel at(p.y, task), store(p.y, Var("go"));
+    vector_reduction(p.pilot_sum, p.pilot, {n}, lanes * k.accumulators, at, {j, g}, store);
+    vector_reduction(p.dev, p.k, {n}, lanes * k.accumulators, at, {j, g}, store);
+    per_group_level({p.shift}, at, flat, lanes, store);
+    per_group_level(p.per_group, at, flat, lanes);
+    per_group_level(p.per_channel, at, flat, lanes, store);
 }
 
 void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNormCpuParams &k, const Target &t,
-                                      const std::string &layout, const Expr &spatial, const Expr &group_size) {
-    (void)layout;
-    Var j = alg::in_group_var(), g = alg::group_var(), n = alg::batch_var();
+                                      const std::string &layout, const alg::GroupIndexing &gi,
+                                      const Expr &spatial) {
+    Var s = alg::spatial_var(), j = alg::in_group_var(), g = alg::group_var(), c = alg::channel_var(),
+        n = alg::batch_var();
     const int lanes = lanes_of(k, t);
-    Var task = group_tasks(p.dx, groups_per_task(p.dx, spatial, group_size, k), lanes * k.out_unroll);
-    vector_reduction(p.group_sums, p.k, {g, n}, lanes * k.accumulators, LoopLevel(p.dx, task));
-    if (!p.param_sums.defined()) return;
-    // Per-channel sums over s (vector partials per sample, in parallel), then over
-    // the partials' lanes and the samples.
-    Var v("gn_ps_lane");
-    RVar ko("gn_ps_ko"), ki("gn_ps_ki");
-    p.param_sums.compute_root();
-    Func partial = p.param_sums.update()
-                       .split(p.ks.x, ko, ki, lanes * k.accumulators, TailStrategy::GuardWithIf)
-                       .rfactor(ki, v);
-    partial.compute_root().reorder_storage(v, j, g, n).vectorize(v).parallel(n);
-    partial.update().reorder(v, ko, j, g, n).vectorize(v).parallel(n);
-    p.param_total.compute_root();
-    for (Func &f : p.param_grads) f.compute_root();
+    const bool flat = gi.is_flat();
+    const bool with_params = p.channel_sums.defined();
+    LoopLevel at;
+    if (flat) {
+        (void)layout;
+        p.dx.reorder(c, s, n).parallel(n);
+        vectorized(p.dx, c, lanes * k.out_unroll);
+        at = LoopLevel(p.dx, n);
+        if (with_params) {
+            p.channel_sums.parallel(n).compute_with(p.dx, n);
+            vectorized(p.channel_sums, c, lanes);
+        }
+        channels_last_reduction(p.sums, p.k, lanes, at);
+        per_group_level(p.per_channel_in, at, flat, lanes);
+        per_group_level({p.group_sums}, at, flat, lanes);
+        per_group_level(p.per_channel, at, flat, lanes);
+    } else {
+        Expr per_task = groups_per_task(p.dx, spatial, gi.group_size, k);
+        Var task = group_tasks(p.dx, per_task);
+        vectorized(p.dx, s, lanes * k.out_unroll);
+        at = LoopLevel(p.dx, task);
+        LoopLevel store(p.dx, Var("go"));
+        if (with_params) {
+            group_tasks(p.channel_sums, per_task);
+            p.channel_sums.compute_with(p.dx, task);
+        }
+        per_group_level(p.per_channel_in, at, flat, lanes, store);
+        vector_reduction(p.sums, p.k, {n}, lanes * k.accumulators, at, {j, g}, store);
+        per_group_level({p.group_sums}, at, flat, lanes);
+        per_group_level(p.per_channel, at, flat, lanes, store);
+    }
+    if (!with_params) return;
+    // Sums over samples of the per-(channel, sample) sums: C x N values.
+    for (Func f : p.param_grads) {
+        f.compute_root();
+        vectorized(f, flat ? c : j, lanes);
+    }
 }
 
 }  // namespace normgen::sched

@@ -8,10 +8,10 @@
 namespace normgen::sched {
 
 void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNormCpuParams &k, const Halide::Target &t,
-                                     const std::string &layout, const Halide::Expr &spatial,
-                                     const Halide::Expr &group_size);
+                                     const std::string &layout, const alg::GroupIndexing &gi,
+                                     const Halide::Expr &spatial);
 void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNormCpuParams &k,
-                                      const Halide::Target &t, const std::string &layout, const Halide::Expr &spatial,
-                                      const Halide::Expr &group_size);
+                                      const Halide::Target &t, const std::string &layout,
+                                      const alg::GroupIndexing &gi, const Halide::Expr &spatial);
 
 }  // namespace normgen::sched

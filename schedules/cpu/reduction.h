@@ -3,6 +3,7 @@
 
 #include "Halide.h"
 
+#include <optional>
 #include <vector>
 
 namespace normgen::sched {
@@ -13,17 +14,26 @@ namespace normgen::sched {
 // the lanes innermost (rfactor appends its new Var last; without reorder_storage the
 // accumulators become gathers), then finish the lanes with one horizontal vector
 // reduction (not a serial chain) wherever k's first dimension is at least `width`.
+// `keys` are computed one point at a time at `at` (storage on the stack); `ranged`
+// keys (innermost first) span a run-time extent there (e.g. the channels of a group),
+// in heap storage allocated at `store` (an enclosing level: once per task, not per
+// group).
 inline void vector_reduction(Halide::Func f, const Halide::RDom &k, const std::vector<Halide::Var> &keys,
-                             int width, const Halide::LoopLevel &at) {
+                             int width, const Halide::LoopLevel &at, const std::vector<Halide::Var> &ranged = {},
+                             const std::optional<Halide::LoopLevel> &store_at = std::nullopt) {
     using namespace Halide;
     Var v(f.name() + "_lane");
     RVar ko(f.name() + "_ko"), ki(f.name() + "_ki");
-    f.compute_at(at).store_in(MemoryType::Stack);
+    const LoopLevel store = store_at.value_or(at);
+    f.compute_at(at).store_at(store);
+    if (ranged.empty()) f.store_in(MemoryType::Stack);
     for (const Var &key : keys) f.bound_storage(key, 1);
     Func partial = f.update().split(k.x, ko, ki, width, TailStrategy::GuardWithIf).rfactor(ki, v);
     std::vector<Var> storage = {v};  // lanes innermost
+    storage.insert(storage.end(), ranged.begin(), ranged.end());
     storage.insert(storage.end(), keys.begin(), keys.end());
-    partial.compute_at(at).store_in(MemoryType::Stack).reorder_storage(storage).vectorize(v);
+    partial.compute_at(at).store_at(store).reorder_storage(storage).vectorize(v);
+    if (ranged.empty()) partial.store_in(MemoryType::Stack);
     partial.update().reorder(v, ko).vectorize(v);
     f.update().specialize(k.x.extent() >= width).atomic().vectorize(ki);
 }

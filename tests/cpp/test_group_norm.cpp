@@ -53,6 +53,8 @@ TEST_P(GroupNormKernel, MatchesFloat64Reference) {
     Status st = normgen::group_norm_forward(view(x), G, has_w ? &wv : nullptr, has_w ? &bv : nullptr, 1e-5, view(y), &mv, &rv);
     ASSERT_TRUE(st.ok()) << st.message();
     const double u = ref::unit_roundoff(dt), u32 = ref::unit_roundoff(DType::f32);
+    ref::Tensor dw(dt, {C}), db(dt, {C});
+    std::vector<double> want_dw(C, 0.0), want_db(C, 0.0);
     for (int64_t n = 0; n < N; n++)
         for (int64_t g = 0; g < G; g++) {
             double m = 0, v = 0;
@@ -72,6 +74,8 @@ TEST_P(GroupNormKernel, MatchesFloat64Reference) {
                     const double h = dy.values[offset(n, c, s)] * (has_w ? w.values[c] : 1.0);
                     sh += h;
                     shx += h * xh;
+                    want_dw[c] += dy.values[offset(n, c, s)] * xh;
+                    want_db[c] += dy.values[offset(n, c, s)];
                     if (std::string(k.dir) == "fwd") {
                         double want = (x.values[offset(n, c, s)] - m) * r;
                         if (has_w) want = want * w.values[c] + b.values[c];
@@ -80,7 +84,6 @@ TEST_P(GroupNormKernel, MatchesFloat64Reference) {
                 }
             if (std::string(k.dir) == "fwd") continue;
             if (n == 0 && g == 0) {
-                ref::Tensor dw(dt, {C}), db(dt, {C});
                 TensorView dwv = dw.view(), dbv = db.view();
                 st = normgen::group_norm_backward(view(dy), view(x), mv, rv, G, has_w ? &wv : nullptr, view(dx),
                                                   has_w ? &dwv : nullptr, has_w ? &dbv : nullptr);
@@ -97,7 +100,15 @@ TEST_P(GroupNormKernel, MatchesFloat64Reference) {
                     ASSERT_NEAR(dx.get(offset(n, c, s)), want, 2 * u * std::fabs(want) + 256 * u32 * r32 * 4);
                 }
         }
-    if (std::string(k.dir) == "fwd") EXPECT_STREQ(normgen::last_kernel(), k.name);
+    if (std::string(k.dir) == "fwd") {
+        EXPECT_STREQ(normgen::last_kernel(), k.name);
+        return;
+    }
+    for (int64_t c = 0; c < C && has_w; c++) {  // sums of N * S terms of size ~3
+        auto tol = [&](double want) { return 2 * u * std::fabs(want) + 64 * u32 * N * S * 3; };
+        EXPECT_NEAR(dw.get(c), want_dw[c], tol(want_dw[c])) << "dweight[" << c << "]";
+        EXPECT_NEAR(db.get(c), want_db[c], tol(want_db[c])) << "dbias[" << c << "]";
+    }
 }
 
 std::vector<KernelInfo> group_norm_kernels() {
