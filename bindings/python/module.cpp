@@ -153,6 +153,58 @@ PYBIND11_MODULE(_normgen, m) {
         });
     });
 
+    m.def("weight_norm_forward", [](const ViewSpec &v, const ViewSpec &g, std::optional<int64_t> dim,
+                                    const ViewSpec &w, const OptSpec &norm) {
+        TensorView vv = view(v), gv = view(g), wv = view(w);
+        Opt nv(norm);
+        call([&] { return normgen::weight_norm_forward(vv, gv, dim, wv, nv.get()); });
+    });
+    m.def("weight_norm_backward", [](const ViewSpec &dw, const ViewSpec &v, const ViewSpec &norm, const ViewSpec &g,
+                                     std::optional<int64_t> dim, const ViewSpec &dv, const ViewSpec &dg) {
+        TensorView dwv = view(dw), vv = view(v), nv = view(norm), gv = view(g), dvv = view(dv), dgv = view(dg);
+        call([&] { return normgen::weight_norm_backward(dwv, vv, nv, gv, dim, dvv, dgv); });
+    });
+    m.def("fold_batch_norm", [](const ViewSpec &w, const OptSpec &b, const ViewSpec &rm, const ViewSpec &rv,
+                                const OptSpec &gamma, const OptSpec &beta, double eps, const ViewSpec &w_out,
+                                const ViewSpec &b_out) {
+        TensorView wv = view(w), rmv = view(rm), rvv = view(rv), wov = view(w_out), bov = view(b_out);
+        Opt bv(b), gv(gamma), btv(beta);
+        call([&] { return normgen::fold_batch_norm(wv, bv.get(), rmv, rvv, gv.get(), btv.get(), eps, wov, bov); });
+    });
+    // Scalers: the C++ objects, with arrays crossing as view specs.
+    py::class_<normgen::ZScore>(m, "ZScore")
+        .def(py::init<>())
+        .def("partial_fit", [](normgen::ZScore &z, const ViewSpec &x) { call([&] { return z.partial_fit(view(x)); }); })
+        .def("fit", [](normgen::ZScore &z, const ViewSpec &x) { call([&] { return z.fit(view(x)); }); })
+        .def("transform", [](const normgen::ZScore &z, const ViewSpec &x, const ViewSpec &y) {
+            call([&] { return z.transform(view(x), view(y)); });
+        })
+        .def("inverse_transform", [](const normgen::ZScore &z, const ViewSpec &y, const ViewSpec &x) {
+            call([&] { return z.inverse_transform(view(y), view(x)); });
+        })
+        .def_property_readonly("n_samples_seen", &normgen::ZScore::n_samples_seen)
+        .def_property_readonly("n_features", &normgen::ZScore::n_features)
+        .def_property_readonly("mean", &normgen::ZScore::mean)
+        .def_property_readonly("var", &normgen::ZScore::var)
+        .def_property_readonly("scale", &normgen::ZScore::scale);
+    py::class_<normgen::MinMax>(m, "MinMax")
+        .def(py::init<double, double>(), py::arg("lo"), py::arg("hi"))
+        .def("partial_fit", [](normgen::MinMax &z, const ViewSpec &x) { call([&] { return z.partial_fit(view(x)); }); })
+        .def("fit", [](normgen::MinMax &z, const ViewSpec &x) { call([&] { return z.fit(view(x)); }); })
+        .def("transform", [](const normgen::MinMax &z, const ViewSpec &x, const ViewSpec &y) {
+            call([&] { return z.transform(view(x), view(y)); });
+        })
+        .def("inverse_transform", [](const normgen::MinMax &z, const ViewSpec &y, const ViewSpec &x) {
+            call([&] { return z.inverse_transform(view(y), view(x)); });
+        })
+        .def_property_readonly("n_samples_seen", &normgen::MinMax::n_samples_seen)
+        .def_property_readonly("n_features", &normgen::MinMax::n_features)
+        .def_property_readonly("data_min", &normgen::MinMax::data_min)
+        .def_property_readonly("data_max", &normgen::MinMax::data_max)
+        .def_property_readonly("data_range", &normgen::MinMax::data_range)
+        .def_property_readonly("scale", &normgen::MinMax::scale)
+        .def_property_readonly("min", &normgen::MinMax::min);
+
     m.def("set_num_threads", &normgen::set_num_threads, py::arg("n"),
           "Set the CPU worker threads (n < 1: the default); returns the previous value.");
     m.def("num_threads", &normgen::num_threads);

@@ -1,61 +1,10 @@
 #include "batch_norm.h"
 
-#include "reduction.h"
+#include "channel_loops.h"
 
 namespace normgen::sched {
 
 using namespace Halide;
-
-namespace {
-
-int lanes_of(const ChannelNormCpuParams &k, const Target &t) {
-    return k.vector_lanes > 0 ? k.vector_lanes : t.natural_vector_size<float>();
-}
-
-// Channels-last reductions: vectorized across channels, the (s, n) domain split into
-// parallel blocks whose per-channel partials are then summed in block order.
-void blocked_channel_reduction(Func f, const RDom &k, const Var &c, int lanes, const Expr &spatial,
-                               const Expr &channels, const ChannelNormCpuParams &kp, int elem_bytes) {
-    Var sb("sb");
-    RVar so(f.name() + "_so"), si(f.name() + "_si");
-    Expr fit = max(Expr(kp.block_kib * 1024) / (channels * elem_bytes), 1);
-    Expr spread = max((spatial + kp.min_blocks - 1) / kp.min_blocks, 1);
-    Expr block = min(fit, spread);
-    f.compute_root();
-    Func partial = f.update().split(k.x, so, si, block, TailStrategy::GuardWithIf).rfactor(so, sb);
-    partial.compute_root();
-    vectorized(partial, c, lanes);
-    vectorized(partial.update().reorder(c, si, k.y, sb), c, lanes);
-    partial.update().parallel(sb);
-    vectorized(f, c, lanes);
-    vectorized(f.update(), c, lanes);
-}
-
-// NCHW reductions f(c) over (s, n) in memory order: vectors along s, per-channel
-// vector partials for blocks of samples (the parallel tasks), summed in block order.
-void streaming_nchw_reduction(Func f, const RDom &k, const Var &c, int width, const Expr &batch, int min_blocks) {
-    Var v(f.name() + "_lane"), nb(f.name() + "_nb");
-    RVar ko(f.name() + "_ko"), ki(f.name() + "_ki"), nbo(f.name() + "_nbo"), nbi(f.name() + "_nbi");
-    Expr per_block = max(batch / min_blocks, 1);
-    Func partial = f.update()
-                       .split(k.x, ko, ki, width, TailStrategy::GuardWithIf)
-                       .split(k.y, nbo, nbi, per_block, TailStrategy::GuardWithIf)
-                       .rfactor({{ki, v}, {nbo, nb}});
-    partial.compute_root().reorder_storage(v, c, nb).vectorize(v);
-    partial.update().reorder(v, ko, c, nbi, nb).vectorize(v).parallel(nb);
-    f.compute_root();
-}
-
-// NCHW outputs in memory order; a parallel task covers whole (channel, sample) runs
-// worth at least `block_kib` (one run per task drowned 7x7 and 28x28 shapes in task
-// overhead: 2 threads ran slower than 1).
-void nchw_output_tasks(Func out, const Expr &spatial, const ChannelNormCpuParams &k) {
-    Var s = alg::spatial_var(), c = alg::channel_var(), n = alg::batch_var(), cn("cn"), cno("cno"), cni("cni");
-    Expr runs = max(Expr(k.block_kib * 1024) / (spatial * out.type().bytes()), 1);
-    out.reorder(s, c, n).fuse(c, n, cn).split(cn, cno, cni, runs, TailStrategy::GuardWithIf).parallel(cno);
-}
-
-}  // namespace
 
 // Measured: see bench/results/channel_norm.md (tools/dev.sh bench --suite bench/suites/channel_norm.txt).
 // Why: the statistics need one full pass (shifted by a pilot mean) before the output

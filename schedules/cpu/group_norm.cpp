@@ -1,16 +1,12 @@
 #include "group_norm.h"
 
-#include "reduction.h"
+#include "channel_loops.h"
 
 namespace normgen::sched {
 
 using namespace Halide;
 
 namespace {
-
-int lanes_of(const ChannelNormCpuParams &k, const Target &t) {
-    return k.vector_lanes > 0 ? k.vector_lanes : t.natural_vector_size<float>();
-}
 
 // (s, j, g, n) views (nchw, strided): parallel tasks of whole groups of one sample,
 // at least `block_kib` of data each (one small group per task drowned 7x7 shapes in

@@ -269,3 +269,71 @@ def instance_norm_backward(dy, x, save_mean, save_rstd, weight=None):
                                     spec(save_rstd, "save_rstd"), opt_spec(weight, "weight"), saved_mode(save_rstd),
                                     spec(dx, "dx"), opt_spec(dweight, "dweight"), opt_spec(dbias, "dbias"))
     return dx, dweight, dbias
+
+
+# ---- weight normalization ----------------------------------------------------------
+
+def _opt_dim(dim):
+    return None if dim is None else _int_arg(dim, "dim")
+
+
+def weight_norm_forward(v, g, dim=0):
+    """Weight normalization ``w = g * v / ||v||`` (``torch._weight_norm``).
+
+    The norm is over every dim of ``v`` but ``dim`` (negative counts from the end;
+    ``None``: the whole tensor, with a one-element ``g``). ``g`` has v's dtype and shape
+    ``(v.shape[dim],)`` or torch's kept-dims shape. Returns ``(w, norm)``, norm float32
+    of shape ``(v.shape[dim],)`` (``(1,)`` for ``dim=None``).
+    """
+    d = _opt_dim(dim)
+    check_same_container(v, "g", g)
+    vs = spec(v, "v")
+    w = empty_like(v)
+    k = 1
+    if d is not None and -len(v.shape) <= d < len(v.shape):
+        k = v.shape[d]
+    norm = empty_stats(v, (k,))
+    _normgen.weight_norm_forward(vs, spec(g, "g"), d, spec(w, "w"), spec(norm, "norm"))
+    return w, norm
+
+
+def weight_norm(v, g, dim=0):
+    """``torch._weight_norm(v, g, dim)``: see :func:`weight_norm_forward`."""
+    return weight_norm_forward(v, g, dim)[0]
+
+
+def weight_norm_backward(dw, v, norm, g, dim=0):
+    """Gradients of weight normalization: ``(dv, dg)``, dg in g's shape."""
+    d = _opt_dim(dim)
+    for n, a in (("dw", dw), ("g", g)):
+        check_same_container(v, n, a)
+    dv = empty_like(v)
+    dg = empty_like(g)
+    _normgen.weight_norm_backward(spec(dw, "dw"), spec(v, "v"), spec(norm, "norm"), spec(g, "g"), d, spec(dv, "dv"),
+                                  spec(dg, "dg"))
+    return dv, dg
+
+
+# ---- BatchNorm folding ---------------------------------------------------------------
+
+def fold_batch_norm(w, b, running_mean, running_var, gamma, beta, eps=1e-5):
+    """Fold an inference BatchNorm into the preceding conv/linear layer.
+
+    ``w``: weights with the output channels on axis 0 (conv ``(O, I, *k)``, linear
+    ``(O, I)``); ``b``: its bias (O,) or None (no bias); ``gamma``/``beta``: the BN's
+    affine parameters (O,) or None. Returns ``(w2, b2)`` with
+    ``w2 = w * gamma / sqrt(var + eps)`` per output channel and
+    ``b2 = (b - mean) * gamma / sqrt(var + eps) + beta``, in w's dtype.
+    """
+    for n, a in (("b", b), ("gamma", gamma), ("beta", beta)):
+        check_same_container(w, n, a)
+    ws = spec(w, "w")
+    w2 = empty_like(w)
+    b2 = empty_like(w, (w.shape[0] if len(w.shape) else 0,))
+    _normgen.fold_batch_norm(ws, opt_spec(b, "b"), spec(running_mean, "running_mean"),
+                             spec(running_var, "running_var"), opt_spec(gamma, "gamma"), opt_spec(beta, "beta"),
+                             _float_eps(eps), spec(w2, "w2"), spec(b2, "b2"))
+    return w2, b2
+
+
+__all__ += ["weight_norm", "weight_norm_forward", "weight_norm_backward", "fold_batch_norm"]

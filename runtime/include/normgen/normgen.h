@@ -155,6 +155,75 @@ NORMGEN_API Status instance_norm_backward(const TensorView &dy, const TensorView
                                           bool use_input_stats, const TensorView &dx,
                                           const TensorView *dweight = nullptr, const TensorView *dbias = nullptr);
 
+// ---- Weight normalization (torch._weight_norm, torch.nn.utils.weight_norm) ---------
+// w = g * v / ||v||, the norm over every dim of v but `dim` (negative counts from the
+// end; nullopt: the whole tensor). g: v's dtype, v.shape[dim] elements (shape (K,) or
+// torch's kept-dims shape), one element for nullopt. w: v's shape and dtype. norm:
+// float32 with g's element count (for weight_norm_backward), optional.
+NORMGEN_API Status weight_norm_forward(const TensorView &v, const TensorView &g, std::optional<int64_t> dim,
+                                       const TensorView &w, const TensorView *norm = nullptr);
+// dv: v's shape and dtype; dg: g's shape and dtype.
+NORMGEN_API Status weight_norm_backward(const TensorView &dw, const TensorView &v, const TensorView &norm,
+                                        const TensorView &g, std::optional<int64_t> dim, const TensorView &dv,
+                                        const TensorView &dg);
+
+// ---- BatchNorm folding ---------------------------------------------------------------
+// Fold an inference BatchNorm into the preceding conv/linear layer whose weight w has
+// the output channels on axis 0: scale = gamma / sqrt(running_var + eps),
+// w_out = w * scale (per output channel), b_out = (b - running_mean) * scale + beta.
+// b, gamma, beta: (O,) of w's dtype, optional (0, 1, 0); running stats float32 (O,);
+// w_out: w's shape and dtype (may be w itself); b_out: (O,) of w's dtype.
+NORMGEN_API Status fold_batch_norm(const TensorView &w, const TensorView *b, const TensorView &running_mean,
+                                   const TensorView &running_var, const TensorView *gamma, const TensorView *beta,
+                                   double eps, const TensorView &w_out, const TensorView &b_out);
+
+// ---- Input scalers (scikit-learn's StandardScaler / MinMaxScaler) ---------------------
+// Fit per feature over (n_samples, n_features) arrays, chunk by chunk: each chunk's
+// statistics come from a kernel (float32, shifted moments), chunks merge in float64
+// (count, mean, M2 by Chan's formula; min, max), so partial_fit over any chunking of a
+// data set gives its statistics. transform / inverse_transform are kernels; outputs
+// have the input's shape and dtype. Population variance (ddof = 0). A constant feature
+// (variance or range 0) gets scale 1 (scikit-learn's rule): z-score gives 0, min-max
+// gives the range's low end.
+class NORMGEN_API ZScore {
+public:
+    Status partial_fit(const TensorView &x);
+    Status fit(const TensorView &x);
+    Status transform(const TensorView &x, const TensorView &y) const;
+    Status inverse_transform(const TensorView &y, const TensorView &x) const;
+    int64_t n_samples_seen() const { return count_; }
+    int64_t n_features() const { return static_cast<int64_t>(mean_.size()); }
+    const std::vector<double> &mean() const { return mean_; }
+    std::vector<double> var() const;
+    std::vector<double> scale() const;  // std, or 1 for a constant feature
+
+private:
+    int64_t count_ = 0;
+    std::vector<double> mean_, m2_;
+};
+
+class NORMGEN_API MinMax {
+public:
+    explicit MinMax(double lo = 0.0, double hi = 1.0) : lo_(lo), hi_(hi) {}
+    // lo < hi, checked by partial_fit / fit.
+    Status partial_fit(const TensorView &x);
+    Status fit(const TensorView &x);
+    Status transform(const TensorView &x, const TensorView &y) const;  // x * scale + min, not clipped
+    Status inverse_transform(const TensorView &y, const TensorView &x) const;
+    int64_t n_samples_seen() const { return count_; }
+    int64_t n_features() const { return static_cast<int64_t>(data_min_.size()); }
+    const std::vector<double> &data_min() const { return data_min_; }
+    const std::vector<double> &data_max() const { return data_max_; }
+    std::vector<double> data_range() const;
+    std::vector<double> scale() const;  // (hi - lo) / range, a zero range taken as 1
+    std::vector<double> min() const;    // lo - data_min * scale
+
+private:
+    double lo_, hi_;
+    int64_t count_ = 0;
+    std::vector<double> data_min_, data_max_;
+};
+
 // ---- the kernel table (the expansion of generators/kernels.list) ----------------------
 struct KernelInfo {
     const char *name;      // e.g. layer_norm_fwd_f32_contig_hb1_hw1

@@ -1,0 +1,62 @@
+#include "channel_ops.h"
+
+#include "channel_loops.h"
+
+namespace normgen::sched {
+
+using namespace Halide;
+
+namespace {
+
+void per_channel_root(const std::vector<Func> &fs, const ChannelShape &shape, int lanes) {
+    for (Func f : fs) {
+        f.compute_root();
+        vectorized(f, alg::channel_var(), lanes);
+    }
+}
+
+}  // namespace
+
+// Measured: bench/results/seeds.md. Why: one per-channel reduction pass (the layout's
+// streaming loops, as BatchNorm's statistics) and one elementwise pass in memory order.
+void schedule_weight_norm_forward_cpu(alg::WeightNormForward &p, const ChannelNormCpuParams &k, const Target &t,
+                                      const ChannelShape &shape) {
+    channel_reduction(p.sumsq, p.k, shape.layout, k, t, shape.spatial, shape.channels, shape.batch,
+                      p.w.type().bytes());
+    per_channel_root({p.norm, p.scale}, shape, lanes_of(k, t));
+    channel_elementwise(p.w, shape.layout, k, t, shape.spatial, shape.channels);
+}
+
+void schedule_weight_norm_backward_cpu(alg::WeightNormBackward &p, const ChannelNormCpuParams &k,
+                                       const Target &t, const ChannelShape &shape) {
+    channel_reduction(p.dot, p.k, shape.layout, k, t, shape.spatial, shape.channels, shape.batch,
+                      p.dv.type().bytes());
+    per_channel_root(p.per_channel, shape, lanes_of(k, t));
+    per_channel_root({p.dg}, shape, lanes_of(k, t));
+    channel_elementwise(p.dv, shape.layout, k, t, shape.spatial, shape.channels);
+}
+
+void schedule_fold_batch_norm_cpu(alg::FoldBatchNorm &p, const ChannelNormCpuParams &k, const Target &t,
+                                  const ChannelShape &shape) {
+    per_channel_root({p.scale, p.b}, shape, lanes_of(k, t));
+    channel_elementwise(p.w, shape.layout, k, t, shape.spatial, shape.channels);
+}
+
+void schedule_feature_stats_cpu(alg::FeatureStats &p, const ChannelNormCpuParams &k, const Target &t,
+                                const ChannelShape &shape) {
+    const int lanes = lanes_of(k, t);
+    Var c = alg::channel_var();
+    p.pilot_sum.compute_root();
+    vectorized(p.pilot_sum, c, lanes);
+    vectorized(p.pilot_sum.update().reorder(c, p.pilot.x, p.pilot.y), c, lanes);
+    per_channel_root({p.shift}, shape, lanes);
+    channel_reduction(p.acc, p.k, shape.layout, k, t, shape.spatial, shape.channels, shape.batch, 4);
+    vectorized(p.stats, c, lanes);
+}
+
+void schedule_feature_affine_cpu(alg::FeatureAffine &p, const ChannelNormCpuParams &k, const Target &t,
+                                 const ChannelShape &shape) {
+    channel_elementwise(p.y, shape.layout, k, t, shape.spatial, shape.channels);
+}
+
+}  // namespace normgen::sched
