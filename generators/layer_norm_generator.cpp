@@ -16,6 +16,7 @@ public:
     GeneratorParam<std::string> layout{"layout", "contig"};
     GeneratorParam<bool> has_weight{"has_weight", true};
     GeneratorParam<bool> has_bias{"has_bias", true};
+    GeneratorParam<bool> add_residual{"add_residual", false};  // add_layer_norm: normalize x + residual, output it as s
     GeneratorParam<std::string> schedule{"schedule", ""};
 
     Input<Buffer<void, 2>> x{"x"};
@@ -25,6 +26,8 @@ public:
 
     Input<Buffer<>> *weight = nullptr;
     Input<Buffer<>> *bias = nullptr;
+    Input<Buffer<>> *residual_in = nullptr;
+    Output<Buffer<>> *s_out = nullptr;
 
     void configure() {
         Type t = alg::storage_type(dtype);
@@ -32,17 +35,24 @@ public:
         y.set_type(t);
         if (has_weight) weight = add_input<Buffer<>>("weight", t, 1);
         if (has_bias) bias = add_input<Buffer<>>("bias", t, 1);
+        if (add_residual) {
+            residual_in = add_input<Buffer<>>("residual", t, 2);
+            s_out = add_output<Buffer<>>("s", t, 2);
+        }
     }
 
     void generate() {
         Expr n = x.dim(0).extent(), rows = x.dim(1).extent();
         Func w = weight ? Func(*weight) : Func(), b = bias ? Func(*bias) : Func();
         alg::RowNormForward p = alg::layer_norm_forward(x, w, b, has_weight, has_bias, n, eps,
-                                                        alg::storage_type(dtype));
+                                                        alg::storage_type(dtype),
+                                                        residual_in ? Func(*residual_in) : Func());
         y = p.y;
         stats = p.stats;
-        apply_layout(layout, x, y, weight, bias);
+        if (s_out) *s_out = p.sum;  // before the layout constraints, which attach to its buffer
+        apply_layout(layout, x, y, weight, bias, residual_in, s_out);
         tie_row_bounds(y, Func(stats).output_buffers(), n, rows);
+        if (s_out) tie_row_bounds(*s_out, {}, n, rows);
         sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n);
     }
 };
@@ -52,6 +62,7 @@ public:
     GeneratorParam<std::string> dtype{"dtype", "f32"};
     GeneratorParam<std::string> layout{"layout", "contig"};
     GeneratorParam<bool> has_weight{"has_weight", true};
+    GeneratorParam<bool> has_ds{"has_ds", false};  // add a gradient `ds` into dx (add_*_norm's backward)
     GeneratorParam<std::string> schedule{"schedule", ""};
 
     Input<Buffer<void, 2>> dy{"dy"};
@@ -61,6 +72,7 @@ public:
     Output<Buffer<void, 2>> dx{"dx"};
 
     Input<Buffer<>> *weight = nullptr;
+    Input<Buffer<>> *ds = nullptr;
     Output<Buffer<>> *dweight = nullptr;
     Output<Buffer<>> *dbias = nullptr;
 
@@ -69,6 +81,7 @@ public:
         dy.set_type(t);
         x.set_type(t);
         dx.set_type(t);
+        if (has_ds) ds = add_input<Buffer<>>("ds", t, 2);
         if (has_weight) {
             weight = add_input<Buffer<>>("weight", t, 1);
             dweight = add_output<Buffer<>>("dweight", t, 1);
@@ -80,13 +93,13 @@ public:
         Expr n = x.dim(0).extent(), rows = x.dim(1).extent();
         Func w = weight ? Func(*weight) : Func();
         alg::RowNormBackward p = alg::layer_norm_backward(dy, x, mean, rstd, w, has_weight, n, rows,
-                                                          alg::storage_type(dtype));
+                                                          alg::storage_type(dtype), ds ? Func(*ds) : Func());
         dx = p.dx;
         if (has_weight) {
             *dweight = p.param_grads[0];
             *dbias = p.param_grads[1];
         }
-        apply_layout(layout, dy, x, dx, weight, dweight, dbias);
+        apply_layout(layout, dy, x, dx, weight, dweight, dbias, ds);
         tie_row_bounds(dx, {}, n, rows);
         sched::schedule_row_norm_backward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n, rows);
     }

@@ -13,6 +13,7 @@ public:
     GeneratorParam<std::string> dtype{"dtype", "f32"};
     GeneratorParam<std::string> layout{"layout", "contig"};
     GeneratorParam<bool> has_weight{"has_weight", true};
+    GeneratorParam<bool> add_residual{"add_residual", false};  // add_rms_norm: normalize x + residual, output it as s
     GeneratorParam<std::string> schedule{"schedule", ""};
 
     Input<Buffer<void, 2>> x{"x"};
@@ -21,22 +22,31 @@ public:
     Output<Func> stats{"stats", {Float(32)}, 1};  // rstd per row
 
     Input<Buffer<>> *weight = nullptr;
+    Input<Buffer<>> *residual_in = nullptr;
+    Output<Buffer<>> *s_out = nullptr;
 
     void configure() {
         Type t = alg::storage_type(dtype);
         x.set_type(t);
         y.set_type(t);
         if (has_weight) weight = add_input<Buffer<>>("weight", t, 1);
+        if (add_residual) {
+            residual_in = add_input<Buffer<>>("residual", t, 2);
+            s_out = add_output<Buffer<>>("s", t, 2);
+        }
     }
 
     void generate() {
         Expr n = x.dim(0).extent(), rows = x.dim(1).extent();
         Func w = weight ? Func(*weight) : Func();
-        alg::RowNormForward p = alg::rms_norm_forward(x, w, has_weight, n, eps, alg::storage_type(dtype));
+        alg::RowNormForward p = alg::rms_norm_forward(x, w, has_weight, n, eps, alg::storage_type(dtype),
+                                                      residual_in ? Func(*residual_in) : Func());
         y = p.y;
         stats = p.stats;
-        apply_layout(layout, x, y, weight);
+        if (s_out) *s_out = p.sum;  // before the layout constraints, which attach to its buffer
+        apply_layout(layout, x, y, weight, residual_in, s_out);
         tie_row_bounds(y, Func(stats).output_buffers(), n, rows);
+        if (s_out) tie_row_bounds(*s_out, {}, n, rows);
         sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n);
     }
 };
@@ -46,6 +56,7 @@ public:
     GeneratorParam<std::string> dtype{"dtype", "f32"};
     GeneratorParam<std::string> layout{"layout", "contig"};
     GeneratorParam<bool> has_weight{"has_weight", true};
+    GeneratorParam<bool> has_ds{"has_ds", false};  // add a gradient `ds` into dx (add_*_norm's backward)
     GeneratorParam<std::string> schedule{"schedule", ""};
 
     Input<Buffer<void, 2>> dy{"dy"};
@@ -54,6 +65,7 @@ public:
     Output<Buffer<void, 2>> dx{"dx"};
 
     Input<Buffer<>> *weight = nullptr;
+    Input<Buffer<>> *ds = nullptr;
     Output<Buffer<>> *dweight = nullptr;
 
     void configure() {
@@ -61,6 +73,7 @@ public:
         dy.set_type(t);
         x.set_type(t);
         dx.set_type(t);
+        if (has_ds) ds = add_input<Buffer<>>("ds", t, 2);
         if (has_weight) {
             weight = add_input<Buffer<>>("weight", t, 1);
             dweight = add_output<Buffer<>>("dweight", t, 1);
@@ -71,10 +84,10 @@ public:
         Expr n = x.dim(0).extent(), rows = x.dim(1).extent();
         Func w = weight ? Func(*weight) : Func();
         alg::RowNormBackward p = alg::rms_norm_backward(dy, x, rstd, w, has_weight, n, rows,
-                                                        alg::storage_type(dtype));
+                                                        alg::storage_type(dtype), ds ? Func(*ds) : Func());
         dx = p.dx;
         if (has_weight) *dweight = p.param_grads[0];
-        apply_layout(layout, dy, x, dx, weight, dweight);
+        apply_layout(layout, dy, x, dx, weight, dweight, ds);
         tie_row_bounds(dx, {}, n, rows);
         sched::schedule_row_norm_backward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n, rows);
     }

@@ -81,6 +81,38 @@ PYBIND11_MODULE(_normgen, m) {
         Opt wv(w), dwv(dw), dbv(db);
         call([&] { return normgen::layer_norm_backward(dyv, xv, mv, rv, ns, wv.get(), dxv, dwv.get(), dbv.get()); });
     });
+    m.def("add_layer_norm_forward", [](const ViewSpec &x, const ViewSpec &r, const std::vector<int64_t> &ns,
+                                       const OptSpec &w, const OptSpec &b, double eps, const ViewSpec &y,
+                                       const ViewSpec &s, const OptSpec &mean, const OptSpec &rstd) {
+        TensorView xv = view(x), rv = view(r), yv = view(y), sv = view(s);
+        Opt wv(w), bv(b), mv(mean), sdv(rstd);
+        call([&] {
+            return normgen::add_layer_norm_forward(xv, rv, ns, wv.get(), bv.get(), eps, yv, sv, mv.get(), sdv.get());
+        });
+    });
+    m.def("add_layer_norm_backward", [](const ViewSpec &dy, const OptSpec &ds, const ViewSpec &s,
+                                        const ViewSpec &mean, const ViewSpec &rstd, const std::vector<int64_t> &ns,
+                                        const OptSpec &w, const ViewSpec &dx, const OptSpec &dw, const OptSpec &db) {
+        TensorView dyv = view(dy), sv = view(s), mv = view(mean), rv = view(rstd), dxv = view(dx);
+        Opt dsv(ds), wv(w), dwv(dw), dbv(db);
+        call([&] {
+            return normgen::add_layer_norm_backward(dyv, dsv.get(), sv, mv, rv, ns, wv.get(), dxv, dwv.get(), dbv.get());
+        });
+    });
+    m.def("add_rms_norm_forward", [](const ViewSpec &x, const ViewSpec &r, const std::vector<int64_t> &ns,
+                                     const OptSpec &w, std::optional<double> eps, const ViewSpec &y, const ViewSpec &s,
+                                     const OptSpec &rstd) {
+        TensorView xv = view(x), rv = view(r), yv = view(y), sv = view(s);
+        Opt wv(w), sdv(rstd);
+        call([&] { return normgen::add_rms_norm_forward(xv, rv, ns, wv.get(), eps, yv, sv, sdv.get()); });
+    });
+    m.def("add_rms_norm_backward", [](const ViewSpec &dy, const OptSpec &ds, const ViewSpec &s, const ViewSpec &rstd,
+                                      const std::vector<int64_t> &ns, const OptSpec &w, const ViewSpec &dx,
+                                      const OptSpec &dw) {
+        TensorView dyv = view(dy), sv = view(s), rv = view(rstd), dxv = view(dx);
+        Opt dsv(ds), wv(w), dwv(dw);
+        call([&] { return normgen::add_rms_norm_backward(dyv, dsv.get(), sv, rv, ns, wv.get(), dxv, dwv.get()); });
+    });
     m.def("rms_norm_forward", [](const ViewSpec &x, const std::vector<int64_t> &ns, const OptSpec &w,
                                  std::optional<double> eps, const ViewSpec &y, const OptSpec &rstd) {
         TensorView xv = view(x), yv = view(y);

@@ -10,12 +10,13 @@
 
 namespace normgen::alg {
 
+// residual (optional): normalize s = x + residual and output s (add_layer_norm).
 inline RowNormForward layer_norm_forward(const Func &x, const Func &w, const Func &b, bool has_weight,
-                                         bool has_bias, const Expr &n, const Expr &eps, const Type &out_type) {
+                                         bool has_bias, const Expr &n, const Expr &eps, const Type &out_type,
+                                         const Func &residual = Func()) {
     Var j = col_var(), r = row_var();
     RowNormForward p;
-    p.x32 = Func("ln_x32");
-    p.x32(j, r) = widen(x(j, r));
+    row_input(p, x, residual, out_type, "ln");
     Moments m = row_moments(p.x32, n, "ln");
     p.reductions = {{m.sum, m.sum_k}, {m.dev, m.k}};
     Func rstd("ln_rstd");
@@ -31,9 +32,11 @@ inline RowNormForward layer_norm_forward(const Func &x, const Func &w, const Fun
     return p;
 }
 
+// ds (optional): the gradient reaching the normalized input from elsewhere, added to
+// dx (add_layer_norm's backward, where x is the saved sum s).
 inline RowNormBackward layer_norm_backward(const Func &dy, const Func &x, const Func &mean, const Func &rstd,
                                            const Func &w, bool has_weight, const Expr &n, const Expr &rows,
-                                           const Type &out_type) {
+                                           const Type &out_type, const Func &ds = Func()) {
     Var j = col_var(), r = row_var();
     RowNormBackward p;
     Func dy32("ln_dy32"), xhat("ln_xhat"), g("ln_g");
@@ -46,7 +49,8 @@ inline RowNormBackward layer_norm_backward(const Func &dy, const Func &x, const 
     p.row_sums(r) = Tuple(p.row_sums(r)[0] + g(p.k, r), p.row_sums(r)[1] + g(p.k, r) * xhat(p.k, r));
     Expr inv_n = 1.0f / Halide::cast<float>(n);
     p.dx = Func("dx");
-    p.dx(j, r) = narrow(rstd(r) * (g(j, r) - (p.row_sums(r)[0] + xhat(j, r) * p.row_sums(r)[1]) * inv_n), out_type);
+    p.dx(j, r) = narrow(plus_ds(rstd(r) * (g(j, r) - (p.row_sums(r)[0] + xhat(j, r) * p.row_sums(r)[1]) * inv_n), ds),
+                        out_type);
     if (has_weight) {
         p.rows = RDom(0, rows, "ln_bwd_rows");
         p.col_sums = Func("ln_col_sums");

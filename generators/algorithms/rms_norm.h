@@ -9,12 +9,12 @@
 
 namespace normgen::alg {
 
+// residual / ds (optional): as layer_norm_forward / layer_norm_backward (add_rms_norm).
 inline RowNormForward rms_norm_forward(const Func &x, const Func &w, bool has_weight, const Expr &n,
-                                       const Expr &eps, const Type &out_type) {
+                                       const Expr &eps, const Type &out_type, const Func &residual = Func()) {
     Var j = col_var(), r = row_var();
     RowNormForward p;
-    p.x32 = Func("rms_x32");
-    p.x32(j, r) = widen(x(j, r));
+    row_input(p, x, residual, out_type, "rms");
     RowSquares s = row_squares(p.x32, n, "rms");
     p.reductions = {{s.sumsq, s.k}};
     Func rstd("rms_rstd");
@@ -30,7 +30,8 @@ inline RowNormForward rms_norm_forward(const Func &x, const Func &w, bool has_we
 }
 
 inline RowNormBackward rms_norm_backward(const Func &dy, const Func &x, const Func &rstd, const Func &w,
-                                         bool has_weight, const Expr &n, const Expr &rows, const Type &out_type) {
+                                         bool has_weight, const Expr &n, const Expr &rows, const Type &out_type,
+                                         const Func &ds = Func()) {
     Var j = col_var(), r = row_var();
     RowNormBackward p;
     Func dy32("rms_dy32"), xhat("rms_xhat"), g("rms_g");
@@ -43,7 +44,7 @@ inline RowNormBackward rms_norm_backward(const Func &dy, const Func &x, const Fu
     p.row_sums(r) += g(p.k, r) * xhat(p.k, r);
     Expr inv_n = 1.0f / Halide::cast<float>(n);
     p.dx = Func("dx");
-    p.dx(j, r) = narrow(rstd(r) * (g(j, r) - xhat(j, r) * p.row_sums(r) * inv_n), out_type);
+    p.dx(j, r) = narrow(plus_ds(rstd(r) * (g(j, r) - xhat(j, r) * p.row_sums(r) * inv_n), ds), out_type);
     if (has_weight) {
         p.rows = RDom(0, rows, "rms_bwd_rows");
         p.col_sums = Func("rms_col_sums");

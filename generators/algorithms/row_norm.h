@@ -19,6 +19,7 @@ struct RowNormForward {
     std::vector<Func> per_row;     // per-row values the output loop reads (mean, rstd)
     Func y;                        // output (j, r), storage type
     Func stats;                    // output (r), float32: a Tuple (mean, rstd) or rstd
+    Func sum;                      // output (j, r) s = x + residual (pre-norm add), or undefined
 };
 
 // Backward: dx(j, r) from per-row sums, and the per-column parameter gradients as
@@ -32,5 +33,26 @@ struct RowNormBackward {
     RDom rows;
     std::vector<Func> param_grads; // outputs (j), storage type: dweight[, dbias]
 };
+
+// The rows a forward normalizes, in float32: x, or with a residual (the pre-norm
+// transformer block's add) s = x + residual, which also becomes the output `s`
+// rounded once to the storage type (y normalizes the unrounded sum).
+inline void row_input(RowNormForward &p, const Func &x, const Func &residual, const Type &out_type,
+                      const std::string &prefix) {
+    Var j = col_var(), r = row_var();
+    p.x32 = Func(prefix + "_x32");
+    p.x32(j, r) = residual.defined() ? widen(x(j, r)) + widen(residual(j, r)) : widen(x(j, r));
+    if (residual.defined()) {
+        p.sum = Func("s");
+        p.sum(j, r) = narrow(p.x32(j, r), out_type);
+    }
+}
+
+// dx's value plus the gradient `ds` that reached the pre-norm sum from later layers
+// (when given).
+inline Expr plus_ds(const Expr &dx, const Func &ds) {
+    Var j = col_var(), r = row_var();
+    return ds.defined() ? dx + widen(ds(j, r)) : dx;
+}
 
 }  // namespace normgen::alg

@@ -104,24 +104,7 @@ float *ChannelCall::bind_channel_stat(const TensorView *t, const char *arg) {
 }
 
 TensorView ChannelCall::constant_channel(float value) {
-    TensorView &v = views_.emplace_back();
-    v = TensorView::contiguous(nullptr, x_.dtype, {channels_});
-    v.data = staging_.alloc(v);
-    const int es = dtype_size(x_.dtype);
-    uint32_t bits;
-    std::memcpy(&bits, &value, 4);
-    for (int64_t i = 0; i < channels_; i++) {
-        auto *dst = static_cast<unsigned char *>(v.data) + i * es;
-        if (x_.dtype == DType::f32) {
-            std::memcpy(dst, &value, 4);
-        } else {
-            // 0 and 1 are exact in every storage type: f16 1.0 = 0x3c00, bf16 = top half.
-            uint16_t h = x_.dtype == DType::bf16 ? static_cast<uint16_t>(bits >> 16)
-                                                  : static_cast<uint16_t>(value == 0.0f ? 0 : 0x3c00);
-            std::memcpy(dst, &h, 2);
-        }
-    }
-    return v;
+    return views_.emplace_back(staging_.constant(x_.dtype, {channels_}, value));
 }
 
 float *ChannelCall::bind_stat_2d(const TensorView *t, const char *arg, int64_t d0, int64_t d1, bool output) {

@@ -113,6 +113,10 @@ void RowCall::bind_stat(const TensorView *t, const char *arg, bool output) {
     args_.buffer(arg, b.hb.get());
 }
 
+TensorView RowCall::constant_param(float value) {
+    return views_.emplace_back(staging_.constant(x_.dtype, {cols_}, value));
+}
+
 void RowCall::bind_scalar(const char *arg, float v) {
     scalars_.push_back(v);
     args_.scalar(arg, &scalars_.back());

@@ -37,6 +37,8 @@ public:
     // Statistics: if t is null (not requested), a scratch buffer is used.
     void bind_stat(const TensorView *t, const char *arg, bool output);
     void bind_scalar(const char *arg, float v);
+    // A parameter-shaped input of x's dtype filled with 0 or 1 (one the caller left out).
+    TensorView constant_param(float value);
 
     // Select the kernel for op/dir/variant and run it; staged outputs are copied back.
     Status run(const char *op, const char *dir, const std::string &variant);

@@ -343,6 +343,23 @@ void *Staging::alloc(const TensorView &t) {
     return owned_.back().data();
 }
 
+TensorView Staging::constant(DType dtype, const std::vector<int64_t> &shape, float value) {
+    TensorView v = TensorView::contiguous(nullptr, dtype, shape);
+    v.data = alloc(v);
+    const int es = dtype_size(dtype);
+    uint32_t bits;
+    std::memcpy(&bits, &value, 4);
+    // f16 1.0 = 0x3c00; bf16 is float32's top half.
+    const uint16_t h = dtype == DType::bf16 ? static_cast<uint16_t>(bits >> 16)
+                                            : static_cast<uint16_t>(value == 0.0f ? 0 : 0x3c00);
+    for (int64_t i = 0; i < v.numel(); i++) {
+        auto *dst = static_cast<unsigned char *>(v.data) + i * es;
+        if (dtype == DType::f32) std::memcpy(dst, &value, 4);
+        else std::memcpy(dst, &h, 2);
+    }
+    return v;
+}
+
 void *Staging::gather(const TensorView &t) {
     void *p = alloc(t);
     strided_copy(contiguous_like(t, p), t);

@@ -80,6 +80,9 @@ public:
     void *alloc(const TensorView &t);
     // Scatter the contiguous copy back into `t` (outputs).
     static void scatter(const void *src, const TensorView &t);
+    // A contiguous tensor filled with `value` (0 or 1: exact in every storage dtype),
+    // e.g. an identity parameter the caller left out.
+    TensorView constant(DType dtype, const std::vector<int64_t> &shape, float value);
 
 private:
     std::vector<std::vector<unsigned char>> owned_;

@@ -32,6 +32,13 @@ void schedule_row_norm_forward_cpu(alg::RowNormForward &p, const RowNormCpuParam
         .vectorize(ji)
         .parallel(rb);
     p.stats.split(r, rb, ri, task_rows, TailStrategy::GuardWithIf).parallel(rb).compute_with(p.y, ri);
+    if (p.sum.defined()) {  // s = x + residual, written by the output loop (inputs in cache)
+        p.sum.split(r, rb, ri, task_rows, TailStrategy::GuardWithIf)
+            .split(j, jo, ji, lanes * k.out_unroll, TailStrategy::GuardWithIf)
+            .vectorize(ji)
+            .parallel(rb)
+            .compute_with(p.y, jo);
+    }
     for (auto &[f, dom] : p.reductions) vector_reduction(f, dom, r, lanes * k.accumulators, LoopLevel(p.y, ri));
     // Once per row, not per vector of the output loop (LLVM does not hoist the sqrt and
     // divisions out of it: they read the row's stack-allocated sums).

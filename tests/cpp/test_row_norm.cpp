@@ -169,14 +169,82 @@ TEST_P(RowNormKernel, MatchesFloat64Reference) {
     }
 }
 
-std::vector<KernelInfo> row_norm_kernels() {
+bool fused(const KernelInfo &k) { return flag(k, "add_residual") || flag(k, "has_ds"); }
+
+std::vector<KernelInfo> row_norm_kernels(bool want_fused) {
     std::vector<KernelInfo> v;
     for (const auto &k : normgen::kernels())
-        if (std::string(k.op) == "layer_norm" || std::string(k.op) == "rms_norm") v.push_back(k);
+        if ((std::string(k.op) == "layer_norm" || std::string(k.op) == "rms_norm") && fused(k) == want_fused)
+            v.push_back(k);
     return v;
 }
 
-INSTANTIATE_TEST_SUITE_P(KernelList, RowNormKernel, ::testing::ValuesIn(row_norm_kernels()),
+INSTANTIATE_TEST_SUITE_P(KernelList, RowNormKernel, ::testing::ValuesIn(row_norm_kernels(false)),
+                         [](const ::testing::TestParamInfo<KernelInfo> &i) { return std::string(i.param.name); });
+
+// The pre-norm residual kernels (add_layer_norm / add_rms_norm): s = x + r, y = norm(s)
+// of the float32 sum; backward dx = norm's dx at the saved s + ds.
+class AddNormKernel : public ::testing::TestWithParam<KernelInfo> {};
+
+TEST_P(AddNormKernel, MatchesFloat64Reference) {
+    const KernelInfo k = GetParam();
+    const bool rms = std::string(k.op) == "rms_norm", fwd = std::string(k.dir) == "fwd";
+    const DType dt = dtype_of(k.dtype);
+    const int64_t cs = std::string(k.layout) == "strided" ? 2 : 1, R = 5, N = 37;
+    std::mt19937 rng(77);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    Strided x(dt, R, N, cs), res(dt, R, N, cs), y(dt, R, N, cs), s(dt, R, N, cs), dy(dt, R, N, cs), ds(dt, R, N, cs),
+        dx(dt, R, N, cs);
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t c = 0; c < N; c++) {
+            x.set(r, c, 2.0 + 3.0 * normal(rng));
+            res.set(r, c, normal(rng));
+            dy.set(r, c, normal(rng));
+            ds.set(r, c, normal(rng));
+        }
+    std::vector<float> mean(R), rstd(R);
+    TensorView mv = TensorView::contiguous(mean.data(), DType::f32, {R}), rv = TensorView::contiguous(rstd.data(), DType::f32, {R});
+    const double eps = 1e-5;
+    Status st = rms ? normgen::add_rms_norm_forward(x.view(), res.view(), {N}, nullptr, eps, y.view(), s.view(), &rv)
+                    : normgen::add_layer_norm_forward(x.view(), res.view(), {N}, nullptr, nullptr, eps, y.view(),
+                                                      s.view(), &mv, &rv);
+    ASSERT_TRUE(st.ok()) << st.message();
+    if (fwd) EXPECT_STREQ(normgen::last_kernel(), k.name);
+    else {
+        const TensorView dsv = ds.view();
+        st = rms ? normgen::add_rms_norm_backward(dy.view(), &dsv, s.view(), rv, {N}, nullptr, dx.view())
+                 : normgen::add_layer_norm_backward(dy.view(), &dsv, s.view(), mv, rv, {N}, nullptr, dx.view());
+        ASSERT_TRUE(st.ok()) << st.message();
+        EXPECT_STREQ(normgen::last_kernel(), k.name);
+    }
+    for (int64_t r = 0; r < R; r++) {
+        double m = 0, q = 0;
+        std::vector<double> sv(N);
+        for (int64_t c = 0; c < N; c++) m += (sv[c] = x.value(r, c) + res.value(r, c));
+        m = rms ? 0.0 : m / N;
+        for (int64_t c = 0; c < N; c++) q += (sv[c] - m) * (sv[c] - m);
+        const double rs = 1 / std::sqrt(q / N + eps);
+        for (int64_t c = 0; c < N; c++) {
+            expect_close(s.get(r, c), sv[c], dt, 1, std::fabs(sv[c]), "s");
+            expect_close(y.get(r, c), (sv[c] - m) * rs, dt, N, 4.0, "y");
+        }
+        if (fwd) continue;
+        // Reference at the saved s and statistics (what the kernel differentiates).
+        double g = 0, gx = 0;
+        for (int64_t c = 0; c < N; c++) {
+            const double xh = (s.get(r, c) - (rms ? 0.0 : mean[r])) * rstd[r];  // s: an output (get)
+            g += dy.value(r, c);
+            gx += dy.value(r, c) * xh;
+        }
+        for (int64_t c = 0; c < N; c++) {
+            const double xh = (s.get(r, c) - (rms ? 0.0 : mean[r])) * rstd[r];
+            const double want = rstd[r] * (dy.value(r, c) - (rms ? 0.0 : g / N) - xh * gx / N) + ds.value(r, c);
+            expect_close(dx.get(r, c), want, dt, N, 4.0 * rstd[r] + 4.0, "dx");
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(KernelList, AddNormKernel, ::testing::ValuesIn(row_norm_kernels(true)),
                          [](const ::testing::TestParamInfo<KernelInfo> &i) { return std::string(i.param.name); });
 
 TEST(RowNormKernelList, CoversEveryDtypeLayoutAndDirection) {
@@ -194,6 +262,7 @@ TEST(RowNormKernelList, CoversEveryDtypeLayoutAndDirection) {
                     count += found;
                 }
     EXPECT_EQ(count, 24);
+    EXPECT_EQ(row_norm_kernels(true).size(), 24u);  // add_residual / has_ds: 2 ops x 2 dirs x 3 dtypes x 2 layouts
 }
 
 // ---- numerics -------------------------------------------------------------------------

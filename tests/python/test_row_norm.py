@@ -223,6 +223,9 @@ def test_every_row_norm_kernel_dispatches_and_matches(kernel):
     w = (1 + 0.5 * torch.randn(n)).to(dtype) if has_w else None
     b = torch.randn(n).to(dtype) if has_b else None
     dy = torch.randn(19, n * stride).to(dtype)[:, ::stride]
+    if flags.get("add_residual") == "1" or flags.get("has_ds") == "1":
+        _check_add_norm_kernel(kernel, x, w, b, dy)
+        return
     if kernel["op"] == "layer_norm":
         y, mean, rstd = ng.layer_norm_forward(x, (n,), w, b)
         if kernel["dir"] == "fwd":
@@ -245,6 +248,38 @@ def test_every_row_norm_kernel_dispatches_and_matches(kernel):
             x64 = x.double().requires_grad_()
             out = F.rms_norm(x64, (n,), None if w is None else w.double(), torch.finfo(dtype).eps)
             assert_close(dx, torch.autograd.grad(out, x64, dy.double())[0], dtype, n, "dx")
+
+
+def _check_add_norm_kernel(kernel, x, w, b, dy):
+    """The fused pre-norm kernels, through add_layer_norm / add_rms_norm."""
+    dtype, n = x.dtype, x.shape[-1]
+    r = torch.randn(x.shape).to(dtype)
+    ds = torch.randn(x.shape).to(dtype)
+    lin = kernel["op"] == "layer_norm"
+    s64 = (x.double() + r.double()).requires_grad_()
+    w64 = None if w is None else w.double()
+    ref = F.layer_norm(s64, (n,), w64, None if b is None else b.double()) if lin else \
+        F.rms_norm(s64, (n,), w64, torch.finfo(dtype).eps)
+    if lin:
+        y, s, mean, rstd = ng.add_layer_norm_forward(x, r, (n,), w, b)
+    else:
+        y, s, rstd = ng.add_rms_norm_forward(x, r, (n,), w)
+    if kernel["dir"] == "fwd":
+        assert ng.last_kernel() == kernel["name"]
+        assert_close(y, ref, dtype, n, "y")
+        assert_close(s, s64.detach(), dtype, 1, "s")
+        return
+    if lin:
+        dx, dr, _, _ = ng.add_layer_norm_backward(dy, ds, s, mean, rstd, (n,), w)
+    else:
+        dx, dr, _ = ng.add_rms_norm_backward(dy, ds, s, rstd, (n,), w)
+    assert ng.last_kernel() == kernel["name"]
+    # The kernel differentiates at the saved (rounded) s; so does the reference.
+    s_saved = s.double().requires_grad_()
+    out = F.layer_norm(s_saved, (n,), w64) if lin else F.rms_norm(s_saved, (n,), w64, torch.finfo(dtype).eps)
+    want = torch.autograd.grad(out, s_saved, dy.double())[0] + ds.double()
+    assert_close(dx, want, dtype, n, "dx")
+    assert dr is dx
 
 
 # ---- property-based ------------------------------------------------------------------

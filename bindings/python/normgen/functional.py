@@ -122,6 +122,78 @@ def rms_norm_backward(dy, x, rstd, normalized_shape, weight=None):
     return dx, dweight
 
 
+# ---- pre-norm residual add -------------------------------------------------------------
+
+def add_layer_norm_forward(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """The pre-norm transformer block's ``s = x + residual; y = layer_norm(s)`` in one pass.
+
+    ``residual`` has x's shape and dtype. ``s`` is summed in float32 and returned rounded
+    once to x's dtype; ``y`` normalizes the float32 sum. Returns ``(y, s, mean, rstd)``.
+    """
+    ns = shape_tuple(normalized_shape)
+    for n, a in (("residual", residual), ("weight", weight), ("bias", bias)):
+        check_same_container(x, n, a)
+    xs = spec(x, "x")
+    y, s = empty_like(x), empty_like(x)
+    mean = empty_stats(x, _stat_shape(x, len(ns)))
+    rstd = empty_stats(x, _stat_shape(x, len(ns)))
+    _normgen.add_layer_norm_forward(xs, spec(residual, "residual"), ns, opt_spec(weight, "weight"),
+                                    opt_spec(bias, "bias"), _float_eps(eps), spec(y, "y"), spec(s, "s"),
+                                    spec(mean, "mean"), spec(rstd, "rstd"))
+    return y, s, mean, rstd
+
+
+def add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """``(y, s)``: see :func:`add_layer_norm_forward`."""
+    return add_layer_norm_forward(x, residual, normalized_shape, weight, bias, eps)[:2]
+
+
+def add_layer_norm_backward(dy, ds, s, mean, rstd, normalized_shape, weight=None):
+    """Gradients of :func:`add_layer_norm`: ``(dx, dresidual, dweight, dbias)``.
+
+    ``ds`` is the gradient reaching ``s`` from later layers (None: none). dx and
+    dresidual are equal (s = x + residual) and returned as the same array.
+    """
+    ns = shape_tuple(normalized_shape)
+    for n, a in (("dy", dy), ("ds", ds), ("weight", weight)):
+        check_same_container(s, n, a)
+    dx, dweight, dbias = _grad_outputs(s, weight, ns)
+    _normgen.add_layer_norm_backward(spec(dy, "dy"), opt_spec(ds, "ds"), spec(s, "s"), spec(mean, "mean"),
+                                     spec(rstd, "rstd"), ns, opt_spec(weight, "weight"), spec(dx, "dx"),
+                                     opt_spec(dweight, "dweight"), opt_spec(dbias, "dbias"))
+    return dx, dx, dweight, dbias
+
+
+def add_rms_norm_forward(x, residual, normalized_shape, weight=None, eps=None):
+    """``s = x + residual; y = rms_norm(s)`` in one pass: ``(y, s, rstd)`` (see add_layer_norm)."""
+    ns = shape_tuple(normalized_shape)
+    for n, a in (("residual", residual), ("weight", weight)):
+        check_same_container(x, n, a)
+    xs = spec(x, "x")
+    y, s = empty_like(x), empty_like(x)
+    rstd = empty_stats(x, _stat_shape(x, len(ns)))
+    _normgen.add_rms_norm_forward(xs, spec(residual, "residual"), ns, opt_spec(weight, "weight"),
+                                  None if eps is None else _float_eps(eps), spec(y, "y"), spec(s, "s"),
+                                  spec(rstd, "rstd"))
+    return y, s, rstd
+
+
+def add_rms_norm(x, residual, normalized_shape, weight=None, eps=None):
+    """``(y, s)``: see :func:`add_rms_norm_forward`."""
+    return add_rms_norm_forward(x, residual, normalized_shape, weight, eps)[:2]
+
+
+def add_rms_norm_backward(dy, ds, s, rstd, normalized_shape, weight=None):
+    """Gradients of :func:`add_rms_norm`: ``(dx, dresidual, dweight)``, dx and dresidual the same array."""
+    ns = shape_tuple(normalized_shape)
+    for n, a in (("dy", dy), ("ds", ds), ("weight", weight)):
+        check_same_container(s, n, a)
+    dx, dweight, _ = _grad_outputs(s, weight, ns, with_bias=False)
+    _normgen.add_rms_norm_backward(spec(dy, "dy"), opt_spec(ds, "ds"), spec(s, "s"), spec(rstd, "rstd"), ns,
+                                   opt_spec(weight, "weight"), spec(dx, "dx"), opt_spec(dweight, "dweight"))
+    return dx, dx, dweight
+
+
 def _channels(x, name="x"):
     shape = tuple(x.shape)
     if len(shape) < 2:
@@ -336,4 +408,6 @@ def fold_batch_norm(w, b, running_mean, running_var, gamma, beta, eps=1e-5):
     return w2, b2
 
 
-__all__ += ["weight_norm", "weight_norm_forward", "weight_norm_backward", "fold_batch_norm"]
+__all__ += ["add_layer_norm", "add_layer_norm_forward", "add_layer_norm_backward",
+            "add_rms_norm", "add_rms_norm_forward", "add_rms_norm_backward",
+            "weight_norm", "weight_norm_forward", "weight_norm_backward", "fold_batch_norm"]

@@ -103,6 +103,31 @@ NORMGEN_API Status rms_norm_backward(const TensorView &dy, const TensorView &x, 
                                      const std::vector<int64_t> &normalized_shape, const TensorView *weight,
                                      const TensorView &dx, const TensorView *dweight = nullptr);
 
+// ---- Pre-norm residual add: add_layer_norm / add_rms_norm ---------------------------
+// The transformer block's s = x + residual then norm(s), in one pass: s is summed in
+// float32 and written rounded once to x's dtype; y normalizes the float32 sum.
+// residual and s: x's shape and dtype; other arguments as layer_norm_forward's.
+NORMGEN_API Status add_layer_norm_forward(const TensorView &x, const TensorView &residual,
+                                          const std::vector<int64_t> &normalized_shape, const TensorView *weight,
+                                          const TensorView *bias, double eps, const TensorView &y,
+                                          const TensorView &s, const TensorView *mean = nullptr,
+                                          const TensorView *rstd = nullptr);
+// dx = layer_norm's input gradient at s (the saved sum) plus ds, the gradient reaching s
+// from later layers (optional); it is also the residual's gradient.
+NORMGEN_API Status add_layer_norm_backward(const TensorView &dy, const TensorView *ds, const TensorView &s,
+                                           const TensorView &mean, const TensorView &rstd,
+                                           const std::vector<int64_t> &normalized_shape, const TensorView *weight,
+                                           const TensorView &dx, const TensorView *dweight = nullptr,
+                                           const TensorView *dbias = nullptr);
+NORMGEN_API Status add_rms_norm_forward(const TensorView &x, const TensorView &residual,
+                                        const std::vector<int64_t> &normalized_shape, const TensorView *weight,
+                                        std::optional<double> eps, const TensorView &y, const TensorView &s,
+                                        const TensorView *rstd = nullptr);
+NORMGEN_API Status add_rms_norm_backward(const TensorView &dy, const TensorView *ds, const TensorView &s,
+                                         const TensorView &rstd, const std::vector<int64_t> &normalized_shape,
+                                         const TensorView *weight, const TensorView &dx,
+                                         const TensorView *dweight = nullptr);
+
 // ---- BatchNorm (torch.nn.functional.batch_norm) ---------------------------------------
 // x: (N, C) or (N, C, *spatial) with up to 3 spatial dims, any strides (contiguous NCHW
 // and channels-last have fast kernels); y: x's shape and dtype; weight, bias: (C,) of
