@@ -15,11 +15,14 @@ public:
     GeneratorParam<std::string> layout{"layout", "nchw"};
     GeneratorParam<bool> training{"training", true};
     GeneratorParam<bool> affine{"affine", true};
+    GeneratorParam<bool> epilogue{"epilogue", false};          // y = act(...), act a run-time code
+    GeneratorParam<bool> add_residual{"add_residual", false};  // y = act(norm(x) + residual)
     GeneratorParam<std::string> schedule{"schedule", ""};
 
     Input<Buffer<void, 3>> x{"x"};
     Input<float> eps{"eps"};
     Output<Buffer<void, 3>> y{"y"};
+    EpilogueInputs ep;
 
     Input<Buffer<>> *weight = nullptr, *bias = nullptr;
     Input<Buffer<>> *running_mean = nullptr, *running_var = nullptr;
@@ -39,6 +42,7 @@ public:
             running_mean = add_input<Buffer<>>("running_mean", Float(32), 1);
             running_var = add_input<Buffer<>>("running_var", Float(32), 1);
         }
+        ep.add(*this, epilogue, add_residual, t, 3);
     }
 
     void generate() {
@@ -46,7 +50,7 @@ public:
         auto f = [](Input<Buffer<>> *in) { return in ? Func(*in) : Func(); };
         alg::ChannelNormForward p =
             alg::batch_norm_forward(x, f(weight), f(bias), f(running_mean), f(running_var), training, spatial,
-                                    batch, eps, alg::storage_type(dtype));
+                                    batch, eps, alg::storage_type(dtype), ep.get());
         y = p.y;
         y.dim(0).set_bounds(0, spatial);
         y.dim(1).set_bounds(0, channels);
@@ -55,7 +59,7 @@ public:
             *stats = p.stats;
             Func(*stats).output_buffers()[0].dim(0).set_bounds(0, channels);
         }
-        apply_channel_layout(layout, x, y, weight, bias, running_mean, running_var);
+        apply_channel_layout(layout, x, y, weight, bias, running_mean, running_var, ep.residual);
         sched::schedule_batch_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
                                                spatial, channels, batch);
     }
@@ -67,44 +71,54 @@ public:
     GeneratorParam<std::string> layout{"layout", "nchw"};
     GeneratorParam<bool> training{"training", true};
     GeneratorParam<bool> has_weight{"has_weight", true};
+    GeneratorParam<bool> epilogue{"epilogue", false};          // the forward had y = act(z): dz = dy act'(z)
+    GeneratorParam<bool> add_residual{"add_residual", false};  // z included a residual: output dresidual = dz
     GeneratorParam<std::string> schedule{"schedule", ""};
 
     Input<Buffer<void, 3>> dy{"dy"};
     Input<Buffer<void, 3>> x{"x"};
     Input<Buffer<float, 1>> mean{"mean"};
     Input<Buffer<float, 1>> rstd{"rstd"};
-    Output<Buffer<void, 3>> dx{"dx"};
+    // dx; with a fused residual and activation, a Tuple (dx, dresidual): arguments dx.0, dx.1.
+    Output<Func> *dx = nullptr;
 
-    Input<Buffer<>> *weight = nullptr;
+    Input<Buffer<>> *weight = nullptr, *bias = nullptr;
     Output<Buffer<>> *dweight = nullptr, *dbias = nullptr;
+    EpilogueInputs ep;
 
     void configure() {
         Type t = alg::storage_type(dtype);
         dy.set_type(t);
         x.set_type(t);
-        dx.set_type(t);
+        const bool with_dresidual = epilogue && add_residual;
+        dx = add_output<Func>("dx", with_dresidual ? std::vector<Type>{t, t} : std::vector<Type>{t}, 3);
         if (has_weight) {
             weight = add_input<Buffer<>>("weight", t, 1);
             dweight = add_output<Buffer<>>("dweight", t, 1);
             dbias = add_output<Buffer<>>("dbias", t, 1);
+            if (epilogue) bias = add_input<Buffer<>>("bias", t, 1);  // z = xhat * w + b (+ residual)
         }
+        ep.add(*this, epilogue, add_residual, t, 3);
     }
 
     void generate() {
         Expr spatial = x.dim(0).extent(), channels = x.dim(1).extent(), batch = x.dim(2).extent();
-        alg::ChannelNormBackward p = alg::batch_norm_backward(dy, x, mean, rstd, weight ? Func(*weight) : Func(),
-                                                              training, spatial, batch, alg::storage_type(dtype));
-        dx = p.dx;
-        dx.dim(0).set_bounds(0, spatial);
-        dx.dim(1).set_bounds(0, channels);
-        dx.dim(2).set_bounds(0, batch);
+        alg::ChannelNormBackward p =
+            alg::batch_norm_backward(dy, x, mean, rstd, weight ? Func(*weight) : Func(), training, spatial, batch,
+                                     alg::storage_type(dtype), bias ? Func(*bias) : Func(), ep.get());
+        *dx = p.dx;
+        std::vector<OutputImageParam> dx_bufs = Func(*dx).output_buffers();
+        dx_bufs[0].dim(0).set_bounds(0, spatial);
+        dx_bufs[0].dim(1).set_bounds(0, channels);
+        dx_bufs[0].dim(2).set_bounds(0, batch);
         if (has_weight) {
             *dweight = p.param_grads[0];
             *dbias = p.param_grads[1];
             dweight->dim(0).set_bounds(0, channels);
             dbias->dim(0).set_bounds(0, channels);
         }
-        apply_channel_layout(layout, dy, x, dx, weight, dweight, dbias);
+        apply_channel_layout(layout, dy, x, weight, dweight, dbias, bias, ep.residual);
+        for (OutputImageParam &b : dx_bufs) constrain_channel_layout(b, channel_layout_unit_dim(layout));
         sched::schedule_batch_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
                                                 spatial, channels, batch);
     }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "Halide.h"
+#include "algorithms/activation.h"
 #include "algorithms/common.h"
 
 #include <stdexcept>
@@ -88,5 +89,29 @@ void tie_row_bounds(O &out, const std::vector<Halide::OutputImageParam> &stats, 
     out.dim(1).set_bounds(0, rows);
     if (!stats.empty()) stats[0].dim(0).set_bounds(0, rows);
 }
+
+// The fused epilogue's inputs (added in configure()): the run-time activation code and
+// leaky_relu slope with `epilogue`, the residual tensor with `add_residual`.
+struct EpilogueInputs {
+    Halide::GeneratorInput<int> *activation = nullptr;
+    Halide::GeneratorInput<float> *negative_slope = nullptr;
+    Halide::GeneratorInput<Halide::Buffer<>> *residual = nullptr;
+
+    template <typename G>
+    void add(G &gen, bool epilogue, bool add_residual, const Halide::Type &t, int dims) {
+        if (epilogue) {
+            activation = gen.template add_input<int>("activation");
+            negative_slope = gen.template add_input<float>("negative_slope");
+        }
+        if (add_residual) residual = gen.template add_input<Halide::Buffer<>>("residual", t, dims);
+    }
+    alg::Epilogue get() const {
+        alg::Epilogue e;
+        if (activation) e.activation = *activation;
+        if (negative_slope) e.negative_slope = *negative_slope;
+        if (residual) e.residual = *residual;
+        return e;
+    }
+};
 
 }  // namespace normgen::gen

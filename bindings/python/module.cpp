@@ -43,6 +43,17 @@ struct Opt {
     const TensorView *get() const { return v ? &*v : nullptr; }
 };
 
+// A fused epilogue from the Python arguments (activation code as in normgen.Activation).
+struct EpilogueArg {
+    Opt residual;
+    normgen::Epilogue e;
+    EpilogueArg(const OptSpec &r, int activation, double slope) : residual(r) {
+        e.residual = residual.get();
+        e.activation = static_cast<normgen::Activation>(activation);
+        e.negative_slope = slope;
+    }
+};
+
 void raise_if_error(const Status &s) {
     switch (s.code()) {
     case Status::Code::ok: return;
@@ -130,22 +141,27 @@ PYBIND11_MODULE(_normgen, m) {
     m.def("batch_norm_forward", [](const ViewSpec &x, const OptSpec &rm, const OptSpec &rv, const OptSpec &w,
                                    const OptSpec &b, bool training, std::optional<double> momentum, double eps,
                                    const ViewSpec &y, const OptSpec &save_mean, const OptSpec &save_rstd,
-                                   std::optional<uintptr_t> num_batches_tracked) {
+                                   std::optional<uintptr_t> num_batches_tracked, const OptSpec &residual,
+                                   int activation, double slope) {
         TensorView xv = view(x), yv = view(y);
         Opt rmv(rm), rvv(rv), wv(w), bv(b), smv(save_mean), srv(save_rstd);
+        EpilogueArg ep(residual, activation, slope);
         auto *nbt = num_batches_tracked ? reinterpret_cast<int64_t *>(*num_batches_tracked) : nullptr;
         call([&] {
             return normgen::batch_norm_forward(xv, rmv.get(), rvv.get(), wv.get(), bv.get(), training, momentum, eps,
-                                               yv, smv.get(), srv.get(), nbt);
+                                               yv, smv.get(), srv.get(), nbt, &ep.e);
         });
     });
     m.def("batch_norm_backward", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &save_mean,
                                     const ViewSpec &save_rstd, const OptSpec &w, bool training, const ViewSpec &dx,
-                                    const OptSpec &dw, const OptSpec &db) {
+                                    const OptSpec &dw, const OptSpec &db, const OptSpec &bias,
+                                    const OptSpec &residual, int activation, double slope, const OptSpec &dres) {
         TensorView dyv = view(dy), xv = view(x), mv = view(save_mean), rv = view(save_rstd), dxv = view(dx);
-        Opt wv(w), dwv(dw), dbv(db);
+        Opt wv(w), dwv(dw), dbv(db), biasv(bias), drv(dres);
+        EpilogueArg ep(residual, activation, slope);
         call([&] {
-            return normgen::batch_norm_backward(dyv, xv, mv, rv, wv.get(), training, dxv, dwv.get(), dbv.get());
+            return normgen::batch_norm_backward(dyv, xv, mv, rv, wv.get(), training, dxv, dwv.get(), dbv.get(), &ep.e,
+                                                biasv.get(), drv.get());
         });
     });
 

@@ -9,15 +9,18 @@
 //   inference backward: dx = dy * w * rstd; dweight, dbias as in training
 #pragma once
 
+#include "activation.h"
 #include "channel_norm.h"
 
 namespace normgen::alg {
 
 // mean/rstd: per-channel statistics Funcs for inference (running stats), ignored when
 // training (they come from the batch).
+// ep: the fused epilogue y = act(norm(x) + residual) (inactive by default).
 inline ChannelNormForward batch_norm_forward(const Func &x, const Func &w, const Func &b, const Func &running_mean,
                                              const Func &running_var, bool training, const Expr &spatial,
-                                             const Expr &batch, const Expr &eps, const Type &out_type) {
+                                             const Expr &batch, const Expr &eps, const Type &out_type,
+                                             const Epilogue &ep = {}) {
     Var s = spatial_var(), c = channel_var(), n = batch_var();
     ChannelNormForward p;
     Func x32("bn_x32");
@@ -54,18 +57,31 @@ inline ChannelNormForward batch_norm_forward(const Func &x, const Func &w, const
     Expr yv = (x32(s, c, n) - mean(c)) * scale(c);
     if (b.defined()) yv = yv + widen(b(c));
     p.y = Func("y");
-    p.y(s, c, n) = narrow(yv, out_type);
+    p.y(s, c, n) = narrow(apply_epilogue(ep, yv, {s, c, n}), out_type);
+    p.activation = ep.activation;
     return p;
 }
 
+// With an epilogue (the forward was y = act(z), z = xhat * w + b + residual), the
+// gradient flowing into the norm is dz = dy * act'(z), z recomputed from x (b: the
+// forward's bias); it is also the residual's gradient: then dx is a Tuple (dx, dresidual).
 inline ChannelNormBackward batch_norm_backward(const Func &dy, const Func &x, const Func &mean, const Func &rstd,
                                                const Func &w, bool training, const Expr &spatial,
-                                               const Expr &batch, const Type &out_type) {
+                                               const Expr &batch, const Type &out_type, const Func &b = Func(),
+                                               const Epilogue &ep = {}) {
     Var s = spatial_var(), c = channel_var(), n = batch_var();
     ChannelNormBackward p;
     Func dy32("bn_dy32"), xhat("bn_xhat");
-    dy32(s, c, n) = widen(dy(s, c, n));
     xhat(s, c, n) = (widen(x(s, c, n)) - mean(c)) * rstd(c);
+    if (ep.activation.defined()) {
+        Expr z = xhat(s, c, n) * (w.defined() ? widen(w(c)) : Expr(1.0f)) + (b.defined() ? widen(b(c)) : Expr(0.0f));
+        if (ep.residual.defined()) z = z + widen(ep.residual(s, c, n));
+        dy32(s, c, n) = widen(dy(s, c, n)) * activate_grad(ep.activation, z, ep.negative_slope);
+    } else {
+        dy32(s, c, n) = widen(dy(s, c, n));
+    }
+    p.dz = dy32;
+    p.activation = ep.activation;
     Expr wc = w.defined() ? widen(w(c)) : Expr(1.0f);
     p.k = RDom(0, spatial, 0, batch, "bn_bwd_k");
     // Per channel: (sum dy, sum dy * xhat); the gradients of the parameters and, in
@@ -81,7 +97,12 @@ inline ChannelNormBackward batch_norm_backward(const Func &dy, const Func &x, co
         dxv = rstd(c) * wc * dy32(s, c, n);
     }
     p.dx = Func("dx");
-    p.dx(s, c, n) = narrow(dxv, out_type);
+    if (ep.residual.defined() && ep.activation.defined()) {
+        // (dx, dresidual = dz) from one loop nest: one Func, so one set of specializations.
+        p.dx(s, c, n) = Tuple(narrow(dxv, out_type), narrow(dy32(s, c, n), out_type));
+    } else {
+        p.dx(s, c, n) = narrow(dxv, out_type);
+    }
     if (w.defined()) {
         Func dweight("dweight"), dbias("dbias");
         dweight(c) = narrow(p.sums(c)[1], out_type);

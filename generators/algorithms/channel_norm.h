@@ -22,14 +22,17 @@ struct ChannelNormForward {
     std::vector<Func> per_channel; // per-channel values the output loop reads (shift, mean, scale)
     Func y;                        // output (s, c, n), storage type
     Func stats;                    // output (c), float32 Tuple (undefined in inference)
+    Expr activation;               // the epilogue's run-time activation code (undefined: none)
 };
 
 struct ChannelNormBackward {
     Func sums;                     // per-channel reductions over `k` (undefined in inference)
     RDom k;                        // (s, n)
-    Func dx;                       // output (s, c, n)
+    Func dx;                       // output (s, c, n); with a fused residual, Tuple (dx, dresidual = dz)
     Func param_sums;               // per-channel (sum dy*xhat, sum dy) over `k` (inference)
     std::vector<Func> param_grads; // outputs (c): dweight, dbias (with weight)
+    Func dz;                       // the gradient into the norm (dy, or dy * act'(z) with an epilogue)
+    Expr activation;               // the epilogue's run-time activation code (undefined: none)
 };
 
 }  // namespace normgen::alg

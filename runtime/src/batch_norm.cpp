@@ -31,10 +31,13 @@ Status check_momentum(std::optional<double> momentum, const int64_t *num_batches
 Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, const TensorView *running_var,
                           const TensorView *weight, const TensorView *bias, bool training,
                           std::optional<double> momentum, double eps, const TensorView &y,
-                          const TensorView *save_mean, const TensorView *save_rstd, int64_t *num_batches_tracked) {
+                          const TensorView *save_mean, const TensorView *save_rstd, int64_t *num_batches_tracked,
+                          const Epilogue *epilogue) {
     ChannelCall call(x);
     Status s;
-    if (!(s = call.check_x()).ok() || !(s = call.check_per_channel(weight, "weight", false)).ok() ||
+    const bool fused = epilogue && epilogue->active();
+    if (!(s = call.check_x()).ok() || !(s = call.check_epilogue(epilogue)).ok() ||
+        !(s = call.check_per_channel(weight, "weight", false)).ok() ||
         !(s = call.check_per_channel(bias, "bias", false)).ok() ||
         !(s = call.check_per_channel(running_mean, "running_mean", true)).ok() ||
         !(s = call.check_per_channel(running_var, "running_var", true)).ok() || !(s = check_eps(eps)).ok() ||
@@ -55,7 +58,8 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
     const TensorView *rm_in = updating ? nullptr : running_mean, *rv_in = updating ? nullptr : running_var;
     s = check_no_overlap({{&y, "y"}, {save_mean, "save_mean"}, {save_rstd, "save_rstd"}, {rm_out, "running_mean"},
                           {rv_out, "running_var"}},
-                         {{&x, "x"}, {weight, "weight"}, {bias, "bias"}, {rm_in, "running_mean"}, {rv_in, "running_var"}});
+                         {{&x, "x"}, {weight, "weight"}, {bias, "bias"}, {rm_in, "running_mean"}, {rv_in, "running_var"},
+                          {fused ? epilogue->residual : nullptr, "residual"}});
     if (!s.ok()) return s;
     const int64_t C = call.channels();
     if (!training) {
@@ -68,7 +72,10 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
     }
     call.bind_tensor(x, "x", false);
     call.bind_tensor(y, "y", true);
-    const bool affine = call.bind_affine(weight, bias);
+    // The fused kernels are affine: identities stand in for absent parameters.
+    const bool affine = fused ? call.bind_affine(weight ? weight : &call.constant_channel(1.0f), bias)
+                              : call.bind_affine(weight, bias);
+    if (fused) call.bind_epilogue(*epilogue);
     call.bind_scalar("eps", static_cast<float>(eps));
     float *mean = nullptr, *var = nullptr;
     if (training) {
@@ -79,7 +86,9 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
         call.bind_channel(*running_mean, "running_mean", false);
         call.bind_channel(*running_var, "running_var", false);
     }
-    std::string variant = std::string("affine=") + (affine ? "1" : "0") + ",training=" + (training ? "1" : "0");
+    std::string variant = std::string(fused ? (epilogue->residual ? "add_residual=1," : "add_residual=0,") : "") +
+                          "affine=" + (affine ? "1" : "0") + (fused ? ",epilogue=1" : "") +
+                          ",training=" + (training ? "1" : "0");
     s = call.run("batch_norm", "fwd", variant);
     if (!s.ok() || !updating) return s;
     double m;
@@ -101,10 +110,17 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
 
 Status batch_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
                            const TensorView &save_rstd, const TensorView *weight, bool training, const TensorView &dx,
-                           const TensorView *dweight, const TensorView *dbias) {
+                           const TensorView *dweight, const TensorView *dbias, const Epilogue *epilogue,
+                           const TensorView *bias, const TensorView *dresidual) {
     ChannelCall call(x);
     Status s;
+    // With an activation the kernel recomputes z; a residual alone passes dy through.
+    const bool fused = epilogue && epilogue->activation != Activation::none;
+    const TensorView *residual = epilogue ? epilogue->residual : nullptr;
+    if (dresidual && !residual) return invalid("dresidual was requested but the epilogue has no residual");
     if (!(s = call.check_x()).ok() || !(s = call.check_like_x(dy, "dy")).ok() ||
+        !(s = call.check_epilogue(epilogue)).ok() || !(s = call.check_per_channel(bias, "bias", false)).ok() ||
+        (dresidual && !(s = call.check_like_x(*dresidual, "dresidual")).ok()) ||
         !(s = call.check_per_channel(&save_mean, "save_mean", true)).ok() ||
         !(s = call.check_per_channel(&save_rstd, "save_rstd", true)).ok() ||
         !(s = call.check_per_channel(weight, "weight", false)).ok() || !(s = call.check_like_x(dx, "dx")).ok() ||
@@ -112,7 +128,11 @@ Status batch_norm_backward(const TensorView &dy, const TensorView &x, const Tens
         !(s = call.check_per_channel(dbias, "dbias", false)).ok())
         return s;
     s = check_backward_outputs("BatchNorm", dx, weight, dweight, dbias,
-                               {{&dy, "dy"}, {&x, "x"}, {&save_mean, "save_mean"}, {&save_rstd, "save_rstd"}});
+                               {{&dy, "dy"}, {&x, "x"}, {&save_mean, "save_mean"}, {&save_rstd, "save_rstd"},
+                                {bias, "bias"}, {residual, "residual"}});
+    if (s.ok() && dresidual)
+        s = check_no_overlap({{dresidual, "dresidual"}, {&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}},
+                             {{&dy, "dy"}, {&x, "x"}, {residual, "residual"}, {weight, "weight"}, {bias, "bias"}});
     if (!s.ok()) return s;
     if (call.batch() * call.spatial() == 0) {
         zero_param_grads(dweight, dbias);
@@ -120,17 +140,26 @@ Status batch_norm_backward(const TensorView &dy, const TensorView &x, const Tens
     }
     call.bind_tensor(dy, "dy", false);
     call.bind_tensor(x, "x", false);
-    call.bind_tensor(dx, "dx", true);
+    call.bind_tensor(dx, fused && residual ? "dx.0" : "dx", true);
+    if (fused && residual) call.bind_tensor(dresidual ? *dresidual : call.scratch_like_x(), "dx.1", true);
     call.bind_channel(save_mean, "mean", false);
     call.bind_channel(save_rstd, "rstd", false);
-    TensorView scratch_w, scratch_b;
-    if (weight) {
-        call.bind_channel(*weight, "weight", false);
-        call.bind_channel(dweight ? *dweight : (scratch_w = call.constant_channel(0.0f)), "dweight", true);
-        call.bind_channel(dbias ? *dbias : (scratch_b = call.constant_channel(0.0f)), "dbias", true);
+    const TensorView *w = weight;
+    if (fused) {  // the fused kernels take weight and bias: identities for absent ones
+        if (!w) w = &call.constant_channel(1.0f);
+        call.bind_channel(bias ? *bias : call.constant_channel(0.0f), "bias", false);
+        call.bind_epilogue(*epilogue);
     }
-    std::string variant = std::string("has_weight=") + (weight ? "1" : "0") + ",training=" + (training ? "1" : "0");
-    return call.run("batch_norm", "bwd", variant);
+    if (w) {
+        call.bind_channel(*w, "weight", false);
+        call.bind_channel(dweight ? *dweight : call.constant_channel(0.0f), "dweight", true);
+        call.bind_channel(dbias ? *dbias : call.constant_channel(0.0f), "dbias", true);
+    }
+    std::string variant = std::string(fused ? (residual ? "add_residual=1,epilogue=1," : "add_residual=0,epilogue=1,") : "") +
+                          "has_weight=" + (w ? "1" : "0") + ",training=" + (training ? "1" : "0");
+    s = call.run("batch_norm", "bwd", variant);
+    if (s.ok() && !fused && dresidual) copy_tensor(*dresidual, dy);  // no activation: dz = dy
+    return s;
 }
 
 }  // namespace normgen

@@ -1,5 +1,6 @@
 #include "channel_call.h"
 
+#include <cmath>
 #include <cstring>
 
 namespace normgen::detail {
@@ -103,8 +104,14 @@ float *ChannelCall::bind_channel_stat(const TensorView *t, const char *arg) {
     return scratch.data();
 }
 
-TensorView ChannelCall::constant_channel(float value) {
+const TensorView &ChannelCall::constant_channel(float value) {
     return views_.emplace_back(staging_.constant(x_.dtype, {channels_}, value));
+}
+
+const TensorView &ChannelCall::scratch_like_x() {
+    TensorView &v = views_.emplace_back(TensorView::contiguous(nullptr, x_.dtype, x_.sizes()));
+    v.data = staging_.alloc(v);
+    return v;
 }
 
 float *ChannelCall::bind_stat_2d(const TensorView *t, const char *arg, int64_t d0, int64_t d1, bool output) {
@@ -140,6 +147,30 @@ void ChannelCall::bind_channel_scratch(const char *arg) {
     const int64_t gs = channels_ / groups_;
     b.hb.init_3d(View3D{data, DType::f32, gs, 1, groups_, gs, batch_, channels_});
     args_.buffer(arg, b.hb.get());
+}
+
+void ChannelCall::bind_int(const char *arg, int32_t v) {
+    ints_.push_back(v);
+    args_.scalar(arg, &ints_.back());
+}
+
+Status ChannelCall::check_epilogue(const Epilogue *e) const {
+    if (!e) return Status::OK();
+    if (e->residual) {
+        Status s = check_like_x(*e->residual, "residual");
+        if (!s.ok()) return s;
+    }
+    if (static_cast<int>(e->activation) > static_cast<int>(Activation::gelu_tanh))
+        return invalid("activation: unknown code " + std::to_string(static_cast<int>(e->activation)));
+    if (!std::isfinite(e->negative_slope))
+        return invalid("negative_slope must be finite, got " + std::to_string(e->negative_slope));
+    return Status::OK();
+}
+
+void ChannelCall::bind_epilogue(const Epilogue &e) {
+    bind_int("activation", static_cast<int32_t>(e.activation));
+    bind_scalar("negative_slope", static_cast<float>(e.negative_slope));
+    if (e.residual) bind_tensor(*e.residual, "residual", false);
 }
 
 void ChannelCall::bind_scalar(const char *arg, float v) {

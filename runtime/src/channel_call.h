@@ -38,11 +38,18 @@ public:
     // identity for the other). Returns whether any was given.
     bool bind_affine(const TensorView *weight, const TensorView *bias);
     // Per-channel storage of x's dtype filled with `value` (a parameter the caller left out).
-    TensorView constant_channel(float value);
+    const TensorView &constant_channel(float value);
+    // A scratch tensor of x's shape and dtype (an output the caller did not ask for).
+    const TensorView &scratch_like_x();
     // A float32 (d1, d0) row-major output (d0 fastest), e.g. per-(sample, group)
     // statistics; scratch if t is null or not contiguous. Returns its data.
     float *bind_stat_2d(const TensorView *t, const char *arg, int64_t d0, int64_t d1, bool output);
     void bind_scalar(const char *arg, float v);
+    void bind_int(const char *arg, int32_t v);
+    // An epilogue's run-time arguments (activation code, slope, residual tensor).
+    void bind_epilogue(const Epilogue &e);
+    // Checks of an epilogue's tensors (the residual: x's shape and dtype).
+    Status check_epilogue(const Epilogue *e) const;
     // A float32 per-(channel, sample) scratch output of group kernels.
     void bind_channel_scratch(const char *arg);
 
@@ -64,6 +71,7 @@ private:
     bool params_unit_ = true;
     std::deque<Bound> bound_;
     std::deque<float> scalars_;
+    std::deque<int32_t> ints_;
     int32_t groups_arg_ = 0;
     std::deque<TensorView> views_;
     std::deque<std::vector<float>> stats_;

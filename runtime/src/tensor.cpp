@@ -379,5 +379,7 @@ double dtype_eps(DType t) {
     return 1.1920928955078125e-07;
 }
 
+void copy_tensor(const TensorView &dst, const TensorView &src) { strided_copy(dst, src); }
+
 }  // namespace detail
 }  // namespace normgen

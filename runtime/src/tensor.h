@@ -99,6 +99,8 @@ void zero_param_grads(const TensorView *dweight, const TensorView *dbias);
 
 // Set every element of t to +0.0; fill_f32: every element of a float32 t to v.
 void fill_zero(const TensorView &t);
+// dst = src elementwise (same shape and dtype, any strides).
+void copy_tensor(const TensorView &dst, const TensorView &src);
 void fill_f32(const TensorView &t, float v);
 
 // The contiguous N-d view of `t`'s shape over `data`.

@@ -2,6 +2,8 @@
 
 #include "channel_loops.h"
 
+#include <functional>
+
 namespace normgen::sched {
 
 using namespace Halide;
@@ -36,6 +38,7 @@ void schedule_batch_norm_forward_cpu(alg::ChannelNormForward &p, const ChannelNo
             f.compute_root();
             vectorized(f, c, lanes);
         }
+        specialize_cases(p.y, activation_cases(p.activation));
         return;
     }
     if (layout == "nchw") {
@@ -51,6 +54,7 @@ void schedule_batch_norm_forward_cpu(alg::ChannelNormForward &p, const ChannelNo
             streaming_nchw_reduction(p.dev, p.k, c, lanes * k.accumulators, batch, k.min_blocks);
             p.stats.compute_root();
         }
+        specialize_cases(p.y, activation_cases(p.activation));
         return;
     }
     // strided: channel-at-a-time, tasks of `channels_per_task` channels.
@@ -63,6 +67,7 @@ void schedule_batch_norm_forward_cpu(alg::ChannelNormForward &p, const ChannelNo
         vector_reduction(p.dev, p.k, c, lanes * k.accumulators, LoopLevel(p.y, ci));
     }
     for (Func &f : p.per_channel) f.compute_at(p.y, ci).store_in(MemoryType::Stack).bound_storage(c, 1);
+    specialize_cases(p.y, activation_cases(p.activation));
 }
 
 void schedule_batch_norm_backward_cpu(alg::ChannelNormBackward &p, const ChannelNormCpuParams &k, const Target &t,
@@ -70,27 +75,38 @@ void schedule_batch_norm_backward_cpu(alg::ChannelNormBackward &p, const Channel
                                       const Expr &batch) {
     Var s = alg::spatial_var(), c = alg::channel_var(), n = alg::batch_var();
     const int lanes = lanes_of(k, t);
+    const std::vector<Expr> cases = activation_cases(p.activation);
+    auto outputs = [&](const std::function<void(Func)> &loops, const char *) {
+        loops(p.dx);
+        specialize_cases(p.dx, cases);
+    };
     if (layout == "nhwc") {
-        Var so("so"), sn("sn");
-        p.dx.reorder(c, s, n);
-        vectorized(p.dx, c, lanes * k.out_unroll);
-        Expr rows = max(Expr(k.block_kib * 1024) / (channels * p.dx.type().bytes()), 1);
-        p.dx.split(s, so, s, rows, TailStrategy::GuardWithIf).fuse(so, n, sn).parallel(sn);
-        blocked_channel_reduction(p.sums, p.k, c, lanes, spatial, channels, k, p.dx.type().bytes());
+        outputs([&](Func f) {
+            Var so("so"), sn("sn");
+            f.reorder(c, s, n);
+            vectorized(f, c, lanes * k.out_unroll);
+            Expr rows = max(Expr(k.block_kib * 1024) / (channels * f.types()[0].bytes()), 1);
+            f.split(s, so, s, rows, TailStrategy::GuardWithIf).fuse(so, n, sn).parallel(sn);
+        }, "co");
+        blocked_channel_reduction(p.sums, p.k, c, lanes, spatial, channels, k, p.dx.types()[0].bytes(), cases);
         for (Func &g : p.param_grads) vectorized(g, c, lanes);
         return;
     }
     if (layout == "nchw") {
-        Var cn("cn");
-        nchw_output_tasks(p.dx, spatial, k);
-        vectorized(p.dx, s, lanes * k.out_unroll);
-        streaming_nchw_reduction(p.sums, p.k, c, lanes * k.accumulators, batch, k.min_blocks);
+        outputs([&](Func f) {
+            nchw_output_tasks(f, spatial, k);
+            vectorized(f, s, lanes * k.out_unroll);
+        }, "so");
+        streaming_nchw_reduction(p.sums, p.k, c, lanes * k.accumulators, batch, k.min_blocks, cases);
         for (Func &g : p.param_grads) g.compute_root();
         return;
     }
-    p.dx.reorder(s, n, c).parallel(c);
-    vectorized(p.dx, s, lanes * k.out_unroll);
-    vector_reduction(p.sums, p.k, c, lanes * k.accumulators, LoopLevel(p.dx, c));
+    outputs([&](Func f) {
+        f.reorder(s, n, c).parallel(c);
+        vectorized(f, s, lanes * k.out_unroll);
+    }, "so");
+    vector_reduction(p.sums, p.k, std::vector<Var>{c}, lanes * k.accumulators, LoopLevel(p.dx, c), {}, std::nullopt,
+                     cases);
     for (Func &g : p.param_grads) g.parallel(c).compute_with(p.dx, c);
 }
 

@@ -5,6 +5,7 @@
 
 #include "reduction.h"
 #include "../params/channel_norm_params.h"
+#include "../../generators/algorithms/activation.h"
 #include "../../generators/algorithms/channel_norm.h"
 
 #include <string>
@@ -17,10 +18,25 @@ inline int lanes_of(const ChannelNormCpuParams &k, const Halide::Target &t) {
 
 using namespace Halide;
 
+// The run-time epilogue's activation codes as specialization conditions (none when the
+// pipeline has no epilogue): each case gets its own loop nest, where the activation's
+// select folds to one branch.
+inline std::vector<Expr> activation_cases(const Expr &activation) {
+    std::vector<Expr> v;
+    if (activation.defined())
+        for (int a = 0; a < alg::act_count; a++) v.push_back(activation == a);
+    return v;
+}
+
+inline void specialize_cases(Stage s, const std::vector<Expr> &cases) {
+    for (const Expr &e : cases) s.specialize(e);
+}
+
 // Channels-last reductions: vectorized across channels, the (s, n) domain split into
 // parallel blocks whose per-channel partials are then summed in block order.
 inline void blocked_channel_reduction(Func f, const RDom &k, const Var &c, int lanes, const Expr &spatial,
-                               const Expr &channels, const ChannelNormCpuParams &kp, int elem_bytes) {
+                               const Expr &channels, const ChannelNormCpuParams &kp, int elem_bytes,
+                               const std::vector<Expr> &cases = {}) {
     Var sb("sb");
     RVar so(f.name() + "_so"), si(f.name() + "_si");
     Expr fit = max(Expr(kp.block_kib * 1024) / (channels * elem_bytes), 1);
@@ -32,13 +48,15 @@ inline void blocked_channel_reduction(Func f, const RDom &k, const Var &c, int l
     vectorized(partial, c, lanes);
     vectorized(partial.update().reorder(c, si, k.y, sb), c, lanes);
     partial.update().parallel(sb);
+    specialize_cases(partial.update(), cases);
     vectorized(f, c, lanes);
     vectorized(f.update(), c, lanes);
 }
 
 // NCHW reductions f(c) over (s, n) in memory order: vectors along s, per-channel
 // vector partials for blocks of samples (the parallel tasks), summed in block order.
-inline void streaming_nchw_reduction(Func f, const RDom &k, const Var &c, int width, const Expr &batch, int min_blocks) {
+inline void streaming_nchw_reduction(Func f, const RDom &k, const Var &c, int width, const Expr &batch, int min_blocks,
+                                     const std::vector<Expr> &cases = {}) {
     Var v(f.name() + "_lane"), nb(f.name() + "_nb");
     RVar ko(f.name() + "_ko"), ki(f.name() + "_ki"), nbo(f.name() + "_nbo"), nbi(f.name() + "_nbi");
     Expr per_block = max(batch / min_blocks, 1);
@@ -48,6 +66,7 @@ inline void streaming_nchw_reduction(Func f, const RDom &k, const Var &c, int wi
                        .rfactor({{ki, v}, {nbo, nb}});
     partial.compute_root().reorder_storage(v, c, nb).vectorize(v);
     partial.update().reorder(v, ko, c, nbi, nb).vectorize(v).parallel(nb);
+    specialize_cases(partial.update(), cases);
     f.compute_root();
 }
 
@@ -56,7 +75,7 @@ inline void streaming_nchw_reduction(Func f, const RDom &k, const Var &c, int wi
 // overhead: 2 threads ran slower than 1).
 inline void nchw_output_tasks(Func out, const Expr &spatial, const ChannelNormCpuParams &k) {
     Var s = alg::spatial_var(), c = alg::channel_var(), n = alg::batch_var(), cn("cn"), cno("cno"), cni("cni");
-    Expr runs = max(Expr(k.block_kib * 1024) / (spatial * out.type().bytes()), 1);
+    Expr runs = max(Expr(k.block_kib * 1024) / (spatial * out.types()[0].bytes()), 1);
     out.reorder(s, c, n).fuse(c, n, cn).split(cn, cno, cni, runs, TailStrategy::GuardWithIf).parallel(cno);
 }
 
@@ -94,7 +113,7 @@ inline void channel_elementwise(Func out, const std::string &layout, const Chann
         Var so("so"), sn("sn");
         out.reorder(c, s, n);
         vectorized(out, c, lanes * kp.out_unroll);
-        Expr rows = max(Expr(kp.block_kib * 1024) / (channels * out.type().bytes()), 1);
+        Expr rows = max(Expr(kp.block_kib * 1024) / (channels * out.types()[0].bytes()), 1);
         out.split(s, so, s, rows, TailStrategy::GuardWithIf).fuse(so, n, sn).parallel(sn);
     } else if (layout == "nchw") {
         nchw_output_tasks(out, spatial, kp);

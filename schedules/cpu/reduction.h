@@ -20,7 +20,8 @@ namespace normgen::sched {
 // group).
 inline void vector_reduction(Halide::Func f, const Halide::RDom &k, const std::vector<Halide::Var> &keys,
                              int width, const Halide::LoopLevel &at, const std::vector<Halide::Var> &ranged = {},
-                             const std::optional<Halide::LoopLevel> &store_at = std::nullopt) {
+                             const std::optional<Halide::LoopLevel> &store_at = std::nullopt,
+                             const std::vector<Halide::Expr> &cases = {}) {
     using namespace Halide;
     Var v(f.name() + "_lane");
     RVar ko(f.name() + "_ko"), ki(f.name() + "_ki");
@@ -35,6 +36,7 @@ inline void vector_reduction(Halide::Func f, const Halide::RDom &k, const std::v
     partial.compute_at(at).store_at(store).reorder_storage(storage).vectorize(v);
     if (ranged.empty()) partial.store_in(MemoryType::Stack);
     partial.update().reorder(v, ko).vectorize(v);
+    for (const Expr &e : cases) partial.update().specialize(e);
     f.update().specialize(k.x.extent() >= width).atomic().vectorize(ki);
 }
 

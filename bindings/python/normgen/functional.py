@@ -201,8 +201,19 @@ def _channels(x, name="x"):
     return shape[1]
 
 
+_ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "silu": 3, "gelu": 4, "gelu_tanh": 5}
+
+
+def _epilogue(x, residual, activation, negative_slope):
+    """The fused epilogue's arguments: (residual spec, activation code, slope)."""
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {[a for a in _ACTIVATIONS if a]} or None, got {activation!r}")
+    check_same_container(x, "residual", residual)
+    return opt_spec(residual, "residual"), _ACTIVATIONS[activation], _float_eps(negative_slope, "negative_slope")
+
+
 def batch_norm_forward(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-                       eps=1e-5, *, num_batches_tracked=None):
+                       eps=1e-5, *, num_batches_tracked=None, residual=None, activation=None, negative_slope=0.01):
     """BatchNorm per channel over (N, *spatial), keeping the statistics for the backward.
 
     Parameters
@@ -216,6 +227,9 @@ def batch_norm_forward(x, running_mean, running_var, weight=None, bias=None, tra
     momentum : float, or None for the cumulative average (needs ``num_batches_tracked``)
     num_batches_tracked : one-element int64 array, incremented by every training call
         that updates running statistics
+    residual, activation, negative_slope : the fused epilogue ``y = act(bn(x) + residual)``
+        in the same pass; ``activation`` one of "relu", "leaky_relu" (``negative_slope``),
+        "silu", "gelu" (erf), "gelu_tanh", or None; running statistics come from x alone
 
     Returns
     -------
@@ -232,31 +246,44 @@ def batch_norm_forward(x, running_mean, running_var, weight=None, bias=None, tra
                                 opt_spec(weight, "weight"), opt_spec(bias, "bias"), bool(training),
                                 None if momentum is None else _float_eps(momentum, "momentum"), _float_eps(eps),
                                 spec(y, "y"), spec(save_mean, "save_mean"), spec(save_rstd, "save_rstd"),
-                                counter_pointer(num_batches_tracked, "num_batches_tracked"))
+                                counter_pointer(num_batches_tracked, "num_batches_tracked"),
+                                *_epilogue(x, residual, activation, negative_slope))
     return y, save_mean, tag_mode(save_rstd, bool(training))
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,
-               num_batches_tracked=None):
+               num_batches_tracked=None, residual=None, activation=None, negative_slope=0.01):
     """``torch.nn.functional.batch_norm``: see :func:`batch_norm_forward`."""
     return batch_norm_forward(x, running_mean, running_var, weight, bias, training, momentum, eps,
-                              num_batches_tracked=num_batches_tracked)[0]
+                              num_batches_tracked=num_batches_tracked, residual=residual, activation=activation,
+                              negative_slope=negative_slope)[0]
 
 
-def batch_norm_backward(dy, x, save_mean, save_rstd, weight=None):
+def batch_norm_backward(dy, x, save_mean, save_rstd, weight=None, *, bias=None, residual=None, activation=None,
+                        negative_slope=0.01):
     """Gradients of BatchNorm: ``(dx, dweight, dbias)``; dweight/dbias are None without weight.
 
     ``save_mean``/``save_rstd`` are what :func:`batch_norm_forward` returned; they record
     whether the forward used batch statistics (gradient through them) or running
     statistics (the affine gradient ``dy * weight * rstd``).
+
+    After a fused forward, pass the same ``residual``/``activation``/``negative_slope``
+    and the forward's ``bias``: z = bn(x) + residual is recomputed from x and the norm's
+    gradients are taken with dz = dy * act'(z). With a residual, its gradient dz is
+    returned last: ``(dx, dweight, dbias, dresidual)``.
     """
     c = _channels(x)
-    for n, a in (("dy", dy), ("weight", weight)):
+    for n, a in (("dy", dy), ("weight", weight), ("bias", bias)):
         check_same_container(x, n, a)
     dx, dweight, dbias = _grad_outputs(x, weight, (c,))
+    dresidual = None if residual is None else empty_like(x)
     _normgen.batch_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(save_mean, "save_mean"),
                                  spec(save_rstd, "save_rstd"), opt_spec(weight, "weight"), saved_mode(save_rstd),
-                                 spec(dx, "dx"), opt_spec(dweight, "dweight"), opt_spec(dbias, "dbias"))
+                                 spec(dx, "dx"), opt_spec(dweight, "dweight"), opt_spec(dbias, "dbias"),
+                                 opt_spec(bias, "bias"), *_epilogue(x, residual, activation, negative_slope),
+                                 opt_spec(dresidual, "dresidual"))
+    if residual is not None:
+        return dx, dweight, dbias, dresidual
     return dx, dweight, dbias
 
 

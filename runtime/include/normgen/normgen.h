@@ -128,6 +128,19 @@ NORMGEN_API Status add_rms_norm_backward(const TensorView &dy, const TensorView 
                                          const TensorView *weight, const TensorView &dx,
                                          const TensorView *dweight = nullptr);
 
+// ---- Fused epilogues ----------------------------------------------------------------
+// BatchNorm, InstanceNorm and GroupNorm can finish with y = act(norm(x) + residual) in
+// their output pass. The backward recomputes z = norm(x) + residual from x (so it takes
+// the forward's bias and residual again) and returns dz = dy * act'(z), the residual's
+// gradient, in dresidual; the norm's gradients are taken with dz.
+enum class Activation : uint8_t { none, relu, leaky_relu, silu, gelu, gelu_tanh };  // gelu: erf form
+struct Epilogue {
+    const TensorView *residual = nullptr;  // x's shape and dtype, optional
+    Activation activation = Activation::none;
+    double negative_slope = 0.01;          // leaky_relu
+    bool active() const { return residual || activation != Activation::none; }
+};
+
 // ---- BatchNorm (torch.nn.functional.batch_norm) ---------------------------------------
 // x: (N, C) or (N, C, *spatial) with up to 3 spatial dims, any strides (contiguous NCHW
 // and channels-last have fast kernels); y: x's shape and dtype; weight, bias: (C,) of
@@ -144,13 +157,17 @@ NORMGEN_API Status batch_norm_forward(const TensorView &x, const TensorView *run
                                       const TensorView *running_var, const TensorView *weight,
                                       const TensorView *bias, bool training, std::optional<double> momentum,
                                       double eps, const TensorView &y, const TensorView *save_mean = nullptr,
-                                      const TensorView *save_rstd = nullptr, int64_t *num_batches_tracked = nullptr);
+                                      const TensorView *save_rstd = nullptr, int64_t *num_batches_tracked = nullptr,
+                                      const Epilogue *epilogue = nullptr);
 // training: the gradients through the batch statistics; inference (the forward used
 // running statistics): the affine gradient dx = dy * weight * rstd. dweight/dbias with weight.
+// With an epilogue: bias is the forward's (optional), dresidual (x's shape) receives the
+// residual's gradient when the epilogue has a residual.
 NORMGEN_API Status batch_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
                                        const TensorView &save_rstd, const TensorView *weight, bool training,
                                        const TensorView &dx, const TensorView *dweight = nullptr,
-                                       const TensorView *dbias = nullptr);
+                                       const TensorView *dbias = nullptr, const Epilogue *epilogue = nullptr,
+                                       const TensorView *bias = nullptr, const TensorView *dresidual = nullptr);
 
 // ---- GroupNorm (torch.nn.functional.group_norm) ---------------------------------------
 // x: (N, C, *spatial); num_groups divides C; weight, bias: (C,) of x's dtype, optional;

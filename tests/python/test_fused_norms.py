@@ -1,0 +1,114 @@
+"""Fused epilogues: y = act(norm(x) + residual) in the norm's output pass, and the
+backward through them, against the torch composite in float64 (autograd)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import normgen as ng
+from conftest import DTYPES, assert_close
+from test_batch_norm import _make
+
+ACTS = {
+    None: lambda z: z,
+    "relu": F.relu,
+    "leaky_relu": lambda z: F.leaky_relu(z, 0.2),
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+}
+_TORCH_DTYPE = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+_LAYOUT = {"nchw": "nchw", "nhwc": "channels_last", "strided": "strided"}
+
+
+def _check_batch_norm(dtype, layout, training, activation, with_residual, affine=True, shape=(3, 5, 4, 6)):
+    gen = torch.Generator().manual_seed(11)
+    c = shape[1]
+    x = _make(shape, dtype, layout, gen=gen)
+    r = _make(shape, dtype, layout, offset=0.0, scale=1.0, gen=gen) if with_residual else None
+    dy = _make(shape, dtype, layout, offset=0.0, scale=1.0, gen=gen)
+    w = (1 + 0.3 * torch.randn(c, generator=gen)).to(dtype) if affine else None
+    b = (0.5 * torch.randn(c, generator=gen)).to(dtype) if affine else None
+    rm, rv = torch.randn(c, generator=gen), torch.rand(c, generator=gen) + 0.5
+    kw = dict(residual=r, activation=activation, negative_slope=0.2)
+    rm_ng, rv_ng = rm.clone(), rv.clone()
+    y, sm, sr = ng.batch_norm_forward(x, rm_ng, rv_ng, w, b, training, **kw)
+    assert y.stride() == x.stride() or layout == "strided"
+    x64 = x.double().requires_grad_()
+    w64 = None if w is None else w.double().requires_grad_()
+    b64 = None if b is None else b.double().requires_grad_()
+    r64 = None if r is None else r.double().requires_grad_()
+    rm64, rv64 = rm.double().clone(), rv.double().clone()
+    z = F.batch_norm(x64, rm64, rv64, w64, b64, training)
+    if r64 is not None:
+        z = z + r64
+    ref = ACTS[activation](z)
+    m = x.numel() // c
+    assert_close(y, ref.detach(), dtype, m, "y", scale=max(1.0, ref.abs().max().item()))
+    if training:  # running statistics come from x alone
+        assert_close(rm_ng, rm64, torch.float32, m, "running_mean")
+        assert_close(rv_ng, rv64, torch.float32, m, "running_var")
+    outs = ng.batch_norm_backward(dy, x, sm, sr, w, bias=b, **kw)
+    ins = [x64] + [t for t in (w64, b64, r64) if t is not None]
+    grads = dict(zip(["x", "w", "b", "r"][: 1] + [n for n, t in zip("wbr", (w64, b64, r64)) if t is not None],
+                     torch.autograd.grad(ref, ins, dy.double())))
+    dx, dw, db = outs[:3]
+    scale = (dy.double().abs().max() * sr.double().max() * (w.double().abs().max() if affine else 1)).item() * 2
+    assert_close(dx, grads["x"], dtype, m, "dx", scale=scale)
+    if affine:
+        assert_close(dw, grads["w"], dtype, m, "dweight", scale=grads["w"].abs().max().item() + m)
+        assert_close(db, grads["b"], dtype, m, "dbias", scale=grads["b"].abs().max().item() + m)
+    else:
+        assert dw is None and db is None
+    if with_residual:
+        assert len(outs) == 4
+        assert_close(outs[3], grads["r"], dtype, 1, "dresidual", scale=dy.double().abs().max().item() * 1.2)
+    else:
+        assert len(outs) == 3
+
+
+@pytest.mark.parametrize("kernel", [k for k in ng.kernels() if k["op"] == "batch_norm" and "epilogue=1" in k["variant"]],
+                         ids=lambda k: k["name"])
+def test_every_fused_batch_norm_kernel_dispatches_and_matches(kernel):
+    flags = dict(kv.split("=") for kv in kernel["variant"].split(","))
+    dtype, layout = _TORCH_DTYPE[kernel["dtype"]], _LAYOUT[kernel["layout"]]
+    with_residual, training = flags["add_residual"] == "1", flags["training"] == "1"
+    _check_batch_norm(dtype, layout, training, "silu", with_residual)
+    names = [ng.last_kernel()]  # the backward's
+    if kernel["dir"] == "fwd":
+        ng.batch_norm_forward(_make((3, 5, 4, 6), dtype, layout), torch.zeros(5), torch.ones(5), torch.ones(5, dtype=dtype),
+                              torch.zeros(5, dtype=dtype), training, activation="silu",
+                              residual=_make((3, 5, 4, 6), dtype, layout) if with_residual else None)
+        names = [ng.last_kernel()]
+    assert kernel["name"] in names
+
+
+@pytest.mark.parametrize("activation", list(ACTS))
+@pytest.mark.parametrize("with_residual", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_every_activation(activation, with_residual, training):
+    if activation is None and not with_residual:
+        pytest.skip("no epilogue: the plain BatchNorm tests")
+    for layout in ("nchw", "channels_last"):
+        _check_batch_norm(torch.float32, layout, training, activation, with_residual)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_batch_norm_fused_without_affine_and_1d(dtype):
+    _check_batch_norm(dtype, "nchw", True, "relu", True, affine=False)
+    _check_batch_norm(dtype, "nchw", True, "gelu", True, shape=(6, 4))  # (N, C): no spatial dims
+
+
+def test_fused_bad_input():
+    x = torch.randn(2, 3, 4, 4)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    with pytest.raises(ValueError, match="activation"):
+        ng.batch_norm(x, rm, rv, training=True, activation="tanh")
+    with pytest.raises(ValueError, match="residual"):
+        ng.batch_norm(x, rm, rv, training=True, residual=torch.randn(2, 3, 4, 5))
+    with pytest.raises(TypeError, match="residual"):
+        ng.batch_norm(x, rm, rv, training=True, residual=torch.randn(2, 3, 4, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="dresidual"):
+        y, sm, sr = ng.batch_norm_forward(x, rm, rv, training=True)
+        ng._normgen.batch_norm_backward(*(ng._arrays.spec(t, "t") for t in (x, x, sm, sr)), None, True,
+                                        ng._arrays.spec(torch.empty_like(x), "dx"), None, None, None, None, 1, 0.0,
+                                        ng._arrays.spec(torch.empty_like(x), "dresidual"))
