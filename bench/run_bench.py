@@ -183,7 +183,105 @@ def build_group_case(op, direction, shape, layout, use_compile):
     return cands, nbytes
 
 
+SEED_OPS = ("bn_add_relu", "gn_silu", "add_layer_norm", "add_rms_norm", "weight_norm", "zscore")
+
+
+def build_seed_case(op, direction, shape, layout, use_compile):
+    """The fused kernels and the other seeds against the composite of torch ops a user
+    would write (eager, and under torch.compile):
+      bn_add_relu: relu(batch_norm(x) + r), training; gn_silu: silu(group_norm(x, 32));
+      add_layer_norm / add_rms_norm: s = x + r, y = norm(s) (both returned);
+      weight_norm: torch._weight_norm(v, g, 0); zscore: a fitted ZScore's transform."""
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 2 + 3
+    dy = torch.randn(shape)
+    if layout == "nhwc":
+        x, dy = (t.contiguous(memory_format=torch.channels_last) for t in (x, dy))
+    r = torch.randn_like(x)
+    n = x.numel()
+    cands = {}
+
+    def add(fwd_ng, bwd_ng, composite, inputs, grads_of):
+        """fwd: the composite's output; bwd: autograd through it with dy (and more)."""
+        if direction == "fwd":
+            cands["normgen"] = fwd_ng
+            cands["torch"] = lambda: composite(*inputs)
+            if use_compile:
+                cf = torch.compile(composite, dynamic=False)
+                cands["torch.compile"] = lambda: cf(*inputs)
+            return
+        cands["normgen"] = bwd_ng
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        for fn, name in ((composite, "torch"),) + (((torch.compile(composite, dynamic=False), "torch.compile"),)
+                                                   if use_compile else ()):
+            outs = fn(*leaves)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            cands[name] = (lambda o=outs: torch.autograd.grad(o, leaves, grads_of[: len(o)], retain_graph=True))
+
+    if op == "bn_add_relu":
+        c = shape[1]
+        w, b = 1 + 0.1 * torch.randn(c), 0.1 * torch.randn(c)
+        _, sm, sr = ng.batch_norm_forward(x, None, None, w, b, True, residual=r, activation="relu")
+        add(lambda: ng.batch_norm_forward(x, None, None, w, b, True, residual=r, activation="relu"),
+            lambda: ng.batch_norm_backward(dy, x, sm, sr, w, bias=b, residual=r, activation="relu"),
+            lambda a, ww, bb, rr: F.relu(F.batch_norm(a, None, None, ww, bb, training=True) + rr),
+            (x, w, b, r), (dy,))
+        nbytes = n * 4 * (3 if direction == "fwd" else 5)
+    elif op == "gn_silu":
+        c = shape[1]
+        w, b = 1 + 0.1 * torch.randn(c), 0.1 * torch.randn(c)
+        _, m, rs = ng.group_norm_forward(x, 32, w, b, activation="silu")
+        add(lambda: ng.group_norm_forward(x, 32, w, b, activation="silu"),
+            lambda: ng.group_norm_backward(dy, x, m, rs, 32, w, bias=b, activation="silu"),
+            lambda a, ww, bb: F.silu(F.group_norm(a, 32, ww, bb)), (x, w, b), (dy,))
+        nbytes = n * 4 * (2 if direction == "fwd" else 3)
+    elif op in ("add_layer_norm", "add_rms_norm"):
+        cols = shape[-1]
+        w, b = 1 + 0.1 * torch.randn(cols), 0.1 * torch.randn(cols)
+        ds = torch.randn(shape)
+        if op == "add_layer_norm":
+            _, ssum, mean, rstd = ng.add_layer_norm_forward(x, r, (cols,), w, b)
+            fwd = lambda: ng.add_layer_norm_forward(x, r, (cols,), w, b)  # noqa: E731
+            bwd = lambda: ng.add_layer_norm_backward(dy, ds, ssum, mean, rstd, (cols,), w)  # noqa: E731
+
+            def composite(a, rr, ww, bb):
+                s_ = a + rr
+                return F.layer_norm(s_, (cols,), ww, bb), s_
+            inputs = (x, r, w, b)
+        else:
+            _, ssum, rstd = ng.add_rms_norm_forward(x, r, (cols,), w, 1e-6)
+            fwd = lambda: ng.add_rms_norm_forward(x, r, (cols,), w, 1e-6)  # noqa: E731
+            bwd = lambda: ng.add_rms_norm_backward(dy, ds, ssum, rstd, (cols,), w)  # noqa: E731
+
+            def composite(a, rr, ww):
+                s_ = a + rr
+                return F.rms_norm(s_, (cols,), ww, 1e-6), s_
+            inputs = (x, r, w)
+        add(fwd, bwd, composite, inputs, (dy, ds))
+        nbytes = n * 4 * 4
+    elif op == "weight_norm":
+        g = 1 + 0.1 * torch.randn(shape[0], *([1] * (len(shape) - 1)))
+        _, norm = ng.weight_norm_forward(x, g, 0)
+        add(lambda: ng.weight_norm_forward(x, g, 0), lambda: ng.weight_norm_backward(dy, x, norm, g, 0),
+            lambda v, gg: torch._weight_norm(v, gg, 0), (x, g), (dy,))
+        nbytes = n * 4 * (2 if direction == "fwd" else 3)
+    elif op == "zscore":
+        z = ng.ZScore().fit(x)
+        mean = torch.from_numpy(z.mean_).float()
+        scale = torch.from_numpy(z.scale_).float()
+        add(lambda: z.transform(x), None, lambda a, m_, s_: (a - m_) / s_, (x, mean, scale), ())
+        nbytes = n * 4 * 2
+    else:
+        raise ValueError(f"unknown seed op {op}")
+    half = nbytes // 2 // 4
+    src, dst = torch.randn(half), torch.empty(half)
+    cands["copy"] = lambda: dst.copy_(src)
+    return cands, nbytes
+
+
 def build_case(op, direction, shape, layout, use_compile):
+    if op in SEED_OPS:
+        return build_seed_case(op, direction, shape, layout, use_compile)
     if op == "batch_norm":
         return build_channel_case(op, direction, shape, layout, use_compile)
     if op in ("group_norm", "instance_norm"):

@@ -34,9 +34,12 @@ public:
     GeneratorParam<std::string> dtype{"dtype", "f32"};
     GeneratorParam<std::string> layout{"layout", "nchw"};
     GeneratorParam<bool> affine{"affine", true};
+    GeneratorParam<bool> epilogue{"epilogue", false};          // y = act(...), act a run-time code
+    GeneratorParam<bool> add_residual{"add_residual", false};  // y = act(norm(x) + residual)
     GeneratorParam<std::string> schedule{"schedule", ""};
 
     Input<Buffer<>> *x = nullptr;
+    EpilogueInputs ep;
     Input<int> *groups = nullptr;
     Input<float> *eps = nullptr;
     Output<Buffer<>> *y = nullptr;
@@ -55,6 +58,7 @@ public:
         }
         y = add_output<Buffer<>>("y", t, v.tensor_dims());
         stats = add_output<Func>("stats", std::vector<Type>{Float(32), Float(32), Float(32)}, 2);
+        ep.add(*this, epilogue, add_residual, t, v.tensor_dims());
     }
 
     void generate() {
@@ -64,14 +68,14 @@ public:
         Expr spatial = xi.dim(0).extent(), batch = xi.dim(v.tensor_dims() - 1).extent();
         alg::GroupNormForward p = alg::group_norm_forward(xi, weight ? Func(*weight) : Func(),
                                                           bias ? Func(*bias) : Func(), gi, spatial, *eps,
-                                                          alg::storage_type(dtype));
+                                                          alg::storage_type(dtype), ep.get());
         *y = p.y;
         *stats = p.stats;
         for (int d = 0; d < v.tensor_dims(); d++) y->dim(d).set_bounds(0, xi.dim(d).extent());
         OutputImageParam st = Func(*stats).output_buffers()[0];
         st.dim(0).set_bounds(0, gi.groups);
         st.dim(1).set_bounds(0, batch);
-        apply_channel_layout(layout, xi, *y, weight, bias);
+        apply_channel_layout(layout, xi, *y, weight, bias, ep.residual);
         sched::schedule_group_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
                                                gi, spatial);
     }
@@ -82,12 +86,15 @@ public:
     GeneratorParam<std::string> dtype{"dtype", "f32"};
     GeneratorParam<std::string> layout{"layout", "nchw"};
     GeneratorParam<bool> has_weight{"has_weight", true};
+    GeneratorParam<bool> epilogue{"epilogue", false};          // the forward had y = act(z): dz = dy act'(z)
+    GeneratorParam<bool> add_residual{"add_residual", false};  // z included a residual: dx = (dx, dresidual)
     GeneratorParam<std::string> schedule{"schedule", ""};
 
-    Input<Buffer<>> *dy = nullptr, *x = nullptr;
+    Input<Buffer<>> *dy = nullptr, *x = nullptr, *bias = nullptr;
+    EpilogueInputs ep;
     Input<int> *groups = nullptr;
     Input<Buffer<float, 2>> *mean = nullptr, *rstd = nullptr;
-    Output<Buffer<>> *dx = nullptr;
+    Output<Func> *dx = nullptr;  // with a fused residual and activation, Tuple (dx, dresidual): dx.0, dx.1
     Input<Buffer<>> *weight = nullptr;
     Output<Buffer<>> *dweight = nullptr, *dbias = nullptr;
     // Per-(channel, sample) (sum dy, sum dy * xhat), written by the dx pass; the
@@ -102,14 +109,17 @@ public:
         if (v.flat) groups = add_input<int>("groups");
         mean = add_input<Buffer<float, 2>>("mean");
         rstd = add_input<Buffer<float, 2>>("rstd");
-        dx = add_output<Buffer<>>("dx", t, v.tensor_dims());
+        const bool with_dresidual = epilogue && add_residual;
+        dx = add_output<Func>("dx", with_dresidual ? std::vector<Type>{t, t} : std::vector<Type>{t}, v.tensor_dims());
         if (has_weight) {
             weight = add_input<Buffer<>>("weight", t, v.channel_dims());
             dweight = add_output<Buffer<>>("dweight", t, v.channel_dims());
             dbias = add_output<Buffer<>>("dbias", t, v.channel_dims());
             channel_sums = add_output<Func>("channel_sums", std::vector<Type>{Float(32), Float(32)},
                                             v.channel_dims() + 1);
+            if (epilogue) bias = add_input<Buffer<>>("bias", t, v.channel_dims());  // z = xhat * w + b (+ r)
         }
+        ep.add(*this, epilogue, add_residual, t, v.tensor_dims());
     }
 
     void generate() {
@@ -117,10 +127,12 @@ public:
         Input<Buffer<>> &xi = *x;
         alg::GroupIndexing gi = group_indexing(v, xi, groups);
         Expr spatial = xi.dim(0).extent(), batch = xi.dim(v.tensor_dims() - 1).extent();
-        alg::GroupNormBackward p = alg::group_norm_backward(*dy, xi, *mean, *rstd, weight ? Func(*weight) : Func(),
-                                                            gi, spatial, batch, alg::storage_type(dtype));
+        alg::GroupNormBackward p =
+            alg::group_norm_backward(*dy, xi, *mean, *rstd, weight ? Func(*weight) : Func(), gi, spatial, batch,
+                                     alg::storage_type(dtype), bias ? Func(*bias) : Func(), ep.get());
         *dx = p.dx;
-        for (int d = 0; d < v.tensor_dims(); d++) dx->dim(d).set_bounds(0, xi.dim(d).extent());
+        std::vector<OutputImageParam> dx_bufs = Func(*dx).output_buffers();
+        for (int d = 0; d < v.tensor_dims(); d++) dx_bufs[0].dim(d).set_bounds(0, xi.dim(d).extent());
         if (has_weight) {
             *dweight = p.param_grads[0];
             *dbias = p.param_grads[1];
@@ -129,7 +141,8 @@ public:
             for (int d = 0; d <= v.channel_dims(); d++) cs.dim(d).set_bounds(0, xi.dim(d + 1).extent());
             cs.dim(0).set_stride(1);
         }
-        apply_channel_layout(layout, *dy, xi, *dx, weight, dweight, dbias);
+        apply_channel_layout(layout, *dy, xi, weight, dweight, dbias, bias, ep.residual);
+        for (OutputImageParam &b : dx_bufs) constrain_channel_layout(b, channel_layout_unit_dim(layout));
         sched::schedule_group_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
                                                 gi, spatial);
     }

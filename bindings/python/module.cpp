@@ -166,38 +166,49 @@ PYBIND11_MODULE(_normgen, m) {
     });
 
     m.def("group_norm_forward", [](const ViewSpec &x, int64_t groups, const OptSpec &w, const OptSpec &b, double eps,
-                                   const ViewSpec &y, const OptSpec &mean, const OptSpec &rstd) {
+                                   const ViewSpec &y, const OptSpec &mean, const OptSpec &rstd,
+                                   const OptSpec &residual, int activation, double slope) {
         TensorView xv = view(x), yv = view(y);
         Opt wv(w), bv(b), mv(mean), rv(rstd);
-        call([&] { return normgen::group_norm_forward(xv, groups, wv.get(), bv.get(), eps, yv, mv.get(), rv.get()); });
+        EpilogueArg ep(residual, activation, slope);
+        call([&] {
+            return normgen::group_norm_forward(xv, groups, wv.get(), bv.get(), eps, yv, mv.get(), rv.get(), &ep.e);
+        });
     });
     m.def("group_norm_backward", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &mean, const ViewSpec &rstd,
                                     int64_t groups, const OptSpec &w, const ViewSpec &dx, const OptSpec &dw,
-                                    const OptSpec &db) {
+                                    const OptSpec &db, const OptSpec &bias, const OptSpec &residual, int activation,
+                                    double slope, const OptSpec &dres) {
         TensorView dyv = view(dy), xv = view(x), mv = view(mean), rv = view(rstd), dxv = view(dx);
-        Opt wv(w), dwv(dw), dbv(db);
+        Opt wv(w), dwv(dw), dbv(db), biasv(bias), drv(dres);
+        EpilogueArg ep(residual, activation, slope);
         call([&] {
-            return normgen::group_norm_backward(dyv, xv, mv, rv, groups, wv.get(), dxv, dwv.get(), dbv.get());
+            return normgen::group_norm_backward(dyv, xv, mv, rv, groups, wv.get(), dxv, dwv.get(), dbv.get(), &ep.e,
+                                                biasv.get(), drv.get());
         });
     });
     m.def("instance_norm_forward", [](const ViewSpec &x, const OptSpec &rm, const OptSpec &rv, const OptSpec &w,
                                       const OptSpec &b, bool use_input_stats, double momentum, double eps,
-                                      const ViewSpec &y, const OptSpec &save_mean, const OptSpec &save_rstd) {
+                                      const ViewSpec &y, const OptSpec &save_mean, const OptSpec &save_rstd,
+                                      const OptSpec &residual, int activation, double slope) {
         TensorView xv = view(x), yv = view(y);
         Opt rmv(rm), rvv(rv), wv(w), bv(b), smv(save_mean), srv(save_rstd);
+        EpilogueArg ep(residual, activation, slope);
         call([&] {
             return normgen::instance_norm_forward(xv, rmv.get(), rvv.get(), wv.get(), bv.get(), use_input_stats,
-                                                  momentum, eps, yv, smv.get(), srv.get());
+                                                  momentum, eps, yv, smv.get(), srv.get(), &ep.e);
         });
     });
     m.def("instance_norm_backward", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &save_mean,
                                        const ViewSpec &save_rstd, const OptSpec &w, bool use_input_stats,
-                                       const ViewSpec &dx, const OptSpec &dw, const OptSpec &db) {
+                                       const ViewSpec &dx, const OptSpec &dw, const OptSpec &db, const OptSpec &bias,
+                                       const OptSpec &residual, int activation, double slope, const OptSpec &dres) {
         TensorView dyv = view(dy), xv = view(x), mv = view(save_mean), rv = view(save_rstd), dxv = view(dx);
-        Opt wv(w), dwv(dw), dbv(db);
+        Opt wv(w), dwv(dw), dbv(db), biasv(bias), drv(dres);
+        EpilogueArg ep(residual, activation, slope);
         call([&] {
             return normgen::instance_norm_backward(dyv, xv, mv, rv, wv.get(), use_input_stats, dxv, dwv.get(),
-                                                   dbv.get());
+                                                   dbv.get(), &ep.e, biasv.get(), drv.get());
         });
     });
 

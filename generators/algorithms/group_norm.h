@@ -21,6 +21,7 @@
 // over and its group is c / (C/G) (clamped, for bounds).
 #pragma once
 
+#include "activation.h"
 #include "channel_norm.h"
 
 namespace normgen::alg {
@@ -76,6 +77,7 @@ struct GroupNormForward {
     std::vector<Func> per_channel; // per-(channel, n) values the output loop reads (mean, scale)
     Func y;                        // output (s, <chan>, n)
     Func stats;                    // output (g, n): Tuple (mean, rstd, biased var)
+    Expr activation;               // the epilogue's run-time code (undefined: none)
 };
 
 struct GroupNormBackward {
@@ -84,14 +86,17 @@ struct GroupNormBackward {
     RDom k;                        // (s)
     Func group_sums;               // per-(g, n) (sum w A, sum w B / rstd)
     std::vector<Func> per_channel; // per-(channel, n) coefficients of dx
-    Func dx;                       // output (s, <chan>, n)
+    Func dx;                       // output (s, <chan>, n); with a fused residual, Tuple (dx, dresidual)
+    Expr activation;               // the epilogue's run-time code (undefined: none)
     Func channel_sums;             // output (<chan>, n): `sums`, for the parameter gradients (with weight)
     RDom kn;                       // (n)
     std::vector<Func> param_grads; // outputs (<chan>): dweight, dbias
 };
 
+// ep: the fused epilogue y = act(norm(x) + residual) (inactive by default).
 inline GroupNormForward group_norm_forward(const Func &x, const Func &w, const Func &b, const GroupIndexing &gi,
-                                           const Expr &spatial, const Expr &eps, const Type &out_type) {
+                                           const Expr &spatial, const Expr &eps, const Type &out_type,
+                                           const Epilogue &ep = {}) {
     Var s = spatial_var(), g = group_var(), n = batch_var();
     std::vector<Expr> ch = gi.chan_args();
     std::vector<Var> keys = gi.chan;
@@ -142,15 +147,20 @@ inline GroupNormForward group_norm_forward(const Func &x, const Func &w, const F
     Expr yv = (x32(gi.at(s, ch, n)) - mean_c(gi.at(ch, n))) * scale_c(gi.at(ch, n));
     if (b.defined()) yv = yv + widen(b(ch));
     p.y = Func("y");
-    p.y(gi.at(s, ch, n)) = narrow(yv, out_type);
+    p.y(gi.at(s, ch, n)) = narrow(apply_epilogue(ep, yv, gi.at(s, ch, n)), out_type);
+    p.activation = ep.activation;
     p.stats = Func("stats");
     p.stats(g, n) = Tuple(gmean_final(g, n), rstd(g, n), var(g, n));
     return p;
 }
 
+// With an epilogue, the gradient into the norm is dz = dy * act'(z), z = xhat * w + b
+// + residual recomputed from x (b: the forward's bias); dz is also the residual's
+// gradient, and dx then a Tuple (dx, dresidual).
 inline GroupNormBackward group_norm_backward(const Func &dy, const Func &x, const Func &mean, const Func &rstd,
                                              const Func &w, const GroupIndexing &gi, const Expr &spatial,
-                                             const Expr &batch, const Type &out_type) {
+                                             const Expr &batch, const Type &out_type, const Func &b = Func(),
+                                             const Epilogue &ep = {}) {
     Var s = spatial_var(), g = group_var(), n = batch_var();
     std::vector<Expr> ch = gi.chan_args();
     GroupNormBackward p;
@@ -160,8 +170,16 @@ inline GroupNormBackward group_norm_backward(const Func &dy, const Func &x, cons
     rstd_c(gi.at(ch, n)) = rstd(grp, n);
     p.per_channel_in = {mean_c, rstd_c};
     Func dy32("gn_dy32"), xc("gn_xc");
-    dy32(gi.at(s, ch, n)) = widen(dy(gi.at(s, ch, n)));
     xc(gi.at(s, ch, n)) = widen(x(gi.at(s, ch, n))) - mean_c(gi.at(ch, n));  // x - mean
+    if (ep.activation.defined()) {
+        Expr z = xc(gi.at(s, ch, n)) * rstd_c(gi.at(ch, n)) * (w.defined() ? widen(w(ch)) : Expr(1.0f)) +
+                 (b.defined() ? widen(b(ch)) : Expr(0.0f));
+        if (ep.residual.defined()) z = z + widen(ep.residual(gi.at(s, ch, n)));
+        dy32(gi.at(s, ch, n)) = widen(dy(gi.at(s, ch, n))) * activate_grad(ep.activation, z, ep.negative_slope);
+    } else {
+        dy32(gi.at(s, ch, n)) = widen(dy(gi.at(s, ch, n)));
+    }
+    p.activation = ep.activation;
     p.k = RDom(0, spatial, "gn_bwd_k");
     auto at_k = [&](const Func &f) { return f(gi.at(p.k, ch, n)); };
     p.sums = Func("gn_sums");
@@ -185,9 +203,14 @@ inline GroupNormBackward group_norm_backward(const Func &dy, const Func &x, cons
     cc(gi.at(ch, n)) = r * p.group_sums(grp, n)[0] * inv_m;
     p.per_channel = {ca, cb, cc};
     p.dx = Func("dx");
-    p.dx(gi.at(s, ch, n)) = narrow(ca(gi.at(ch, n)) * dy32(gi.at(s, ch, n)) -
-                                       cb(gi.at(ch, n)) * xc(gi.at(s, ch, n)) - cc(gi.at(ch, n)),
-                                   out_type);
+    Expr dxv = narrow(ca(gi.at(ch, n)) * dy32(gi.at(s, ch, n)) - cb(gi.at(ch, n)) * xc(gi.at(s, ch, n)) -
+                          cc(gi.at(ch, n)),
+                      out_type);
+    if (ep.residual.defined() && ep.activation.defined()) {
+        p.dx(gi.at(s, ch, n)) = Tuple(dxv, narrow(dy32(gi.at(s, ch, n)), out_type));
+    } else {
+        p.dx(gi.at(s, ch, n)) = dxv;
+    }
     if (w.defined()) {
         p.channel_sums = Func("channel_sums");
         p.channel_sums(gi.at(ch, n)) = Tuple(p.sums(gi.at(ch, n))[0], p.sums(gi.at(ch, n))[1] * rstd_c(gi.at(ch, n)));

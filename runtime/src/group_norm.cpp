@@ -25,75 +25,110 @@ Status check_group_stats(const TensorView *t, const char *name, int64_t count) {
 // The kernels' call; `stats` (mean, rstd, var) pointers receive per-(n, g) values.
 Status group_norm_call(const TensorView &x, int64_t groups, const TensorView *weight, const TensorView *bias,
                        double eps, const TensorView &y, const TensorView *mean, const TensorView *rstd,
-                       std::vector<float> *var_out) {
+                       std::vector<float> *var_out, const Epilogue *epilogue) {
     ChannelCall call(x);
     Status s = call.check_x();
     if (!s.ok()) return s;
+    const bool fused = epilogue && epilogue->active();
     call.set_groups(groups);
     call.bind_tensor(x, "x", false);
     call.bind_tensor(y, "y", true);
-    const bool affine = call.bind_affine(weight, bias);
+    // The fused kernels are affine: identities stand in for absent parameters.
+    const bool affine = call.bind_affine(fused && !weight ? &call.constant_channel(1.0f) : weight, bias);
+    if (fused) call.bind_epilogue(*epilogue);
     call.bind_scalar("eps", static_cast<float>(eps));
     call.bind_stat_2d(mean, "stats.0", groups, call.batch(), true);
     call.bind_stat_2d(rstd, "stats.1", groups, call.batch(), true);
     float *var = call.bind_stat_2d(nullptr, "stats.2", groups, call.batch(), true);
-    s = call.run("group_norm", "fwd", std::string("affine=") + (affine ? "1" : "0"));
+    s = call.run("group_norm", "fwd",
+                 std::string(fused ? (epilogue->residual ? "add_residual=1," : "add_residual=0,") : "") + "affine=" +
+                     (affine ? "1" : "0") + (fused ? ",epilogue=1" : ""));
     if (s.ok() && var_out) var_out->assign(var, var + groups * call.batch());
     return s;
 }
 
+// With an activation the kernel recomputes z; a residual alone passes dy through to dresidual.
 Status group_norm_grad_call(const TensorView &dy, const TensorView &x, const TensorView &mean, const TensorView &rstd,
                             int64_t groups, const TensorView *weight, const TensorView &dx, const TensorView *dweight,
-                            const TensorView *dbias) {
+                            const TensorView *dbias, const Epilogue *epilogue, const TensorView *bias,
+                            const TensorView *dresidual) {
     ChannelCall call(x);
     Status s = call.check_x();
     if (!s.ok()) return s;
+    const bool fused = epilogue && epilogue->activation != Activation::none;
+    const TensorView *residual = epilogue ? epilogue->residual : nullptr;
     call.set_groups(groups);
     call.bind_tensor(dy, "dy", false);
     call.bind_tensor(x, "x", false);
-    call.bind_tensor(dx, "dx", true);
+    call.bind_tensor(dx, fused && residual ? "dx.0" : "dx", true);
+    if (fused && residual) call.bind_tensor(dresidual ? *dresidual : call.scratch_like_x(), "dx.1", true);
     call.bind_stat_2d(&mean, "mean", groups, call.batch(), false);
     call.bind_stat_2d(&rstd, "rstd", groups, call.batch(), false);
-    TensorView scratch_w, scratch_b;
-    if (weight) {
-        call.bind_channel(*weight, "weight", false);
-        call.bind_channel(dweight ? *dweight : (scratch_w = call.constant_channel(0.0f)), "dweight", true);
-        call.bind_channel(dbias ? *dbias : (scratch_b = call.constant_channel(0.0f)), "dbias", true);
+    const TensorView *w = weight;
+    if (fused) {  // the fused kernels take weight and bias: identities for absent ones
+        if (!w) w = &call.constant_channel(1.0f);
+        call.bind_channel(bias ? *bias : call.constant_channel(0.0f), "bias", false);
+        call.bind_epilogue(*epilogue);
+    }
+    if (w) {
+        call.bind_channel(*w, "weight", false);
+        call.bind_channel(dweight ? *dweight : call.constant_channel(0.0f), "dweight", true);
+        call.bind_channel(dbias ? *dbias : call.constant_channel(0.0f), "dbias", true);
         call.bind_channel_scratch("channel_sums.0");
         call.bind_channel_scratch("channel_sums.1");
     }
-    return call.run("group_norm", "bwd", std::string("has_weight=") + (weight ? "1" : "0"));
+    s = call.run("group_norm", "bwd",
+                 std::string(fused ? (residual ? "add_residual=1,epilogue=1," : "add_residual=0,epilogue=1,") : "") +
+                     "has_weight=" + (w ? "1" : "0"));
+    if (s.ok() && !fused && dresidual) copy_tensor(*dresidual, dy);  // no activation: dz = dy
+    return s;
+}
+
+// Checks shared by the backward entry points with an epilogue.
+Status check_fused_backward(const ChannelCall &call, const Epilogue *epilogue, const TensorView *bias,
+                            const TensorView *dresidual) {
+    if (dresidual && !(epilogue && epilogue->residual))
+        return invalid("dresidual was requested but the epilogue has no residual");
+    Status s = call.check_epilogue(epilogue);
+    if (!s.ok() || !(s = call.check_per_channel(bias, "bias", false)).ok()) return s;
+    if (dresidual) return call.check_like_x(*dresidual, "dresidual");
+    return s;
 }
 
 }  // namespace
 
 Status group_norm_forward(const TensorView &x, int64_t num_groups, const TensorView *weight, const TensorView *bias,
-                          double eps, const TensorView &y, const TensorView *mean, const TensorView *rstd) {
+                          double eps, const TensorView &y, const TensorView *mean, const TensorView *rstd,
+                          const Epilogue *epilogue) {
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = check_groups(call, num_groups)).ok() ||
+        !(s = call.check_epilogue(epilogue)).ok() ||
         !(s = call.check_per_channel(weight, "weight", false)).ok() ||
         !(s = call.check_per_channel(bias, "bias", false)).ok() || !(s = check_eps(eps)).ok() ||
         !(s = call.check_like_x(y, "y")).ok() ||
         !(s = check_group_stats(mean, "mean", call.batch() * num_groups)).ok() ||
         !(s = check_group_stats(rstd, "rstd", call.batch() * num_groups)).ok())
         return s;
-    s = check_no_overlap({{&y, "y"}, {mean, "mean"}, {rstd, "rstd"}}, {{&x, "x"}, {weight, "weight"}, {bias, "bias"}});
+    s = check_no_overlap({{&y, "y"}, {mean, "mean"}, {rstd, "rstd"}},
+                         {{&x, "x"}, {weight, "weight"}, {bias, "bias"}, {epilogue ? epilogue->residual : nullptr, "residual"}});
     if (!s.ok() || call.batch() == 0) return s;
     if (call.spatial() == 0) {  // no values per group: torch gives mean 0, rstd NaN
         if (mean) fill_f32(*mean, 0.0f);
         if (rstd) fill_f32(*rstd, std::nanf(""));
         return s;
     }
-    return group_norm_call(x, num_groups, weight, bias, eps, y, mean, rstd, nullptr);
+    return group_norm_call(x, num_groups, weight, bias, eps, y, mean, rstd, nullptr, epilogue);
 }
 
 Status group_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &mean, const TensorView &rstd,
                            int64_t num_groups, const TensorView *weight, const TensorView &dx,
-                           const TensorView *dweight, const TensorView *dbias) {
+                           const TensorView *dweight, const TensorView *dbias, const Epilogue *epilogue,
+                           const TensorView *bias, const TensorView *dresidual) {
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = check_groups(call, num_groups)).ok() ||
+        !(s = check_fused_backward(call, epilogue, bias, dresidual)).ok() ||
         !(s = call.check_like_x(dy, "dy")).ok() ||
         !(s = check_group_stats(&mean, "mean", call.batch() * num_groups)).ok() ||
         !(s = check_group_stats(&rstd, "rstd", call.batch() * num_groups)).ok() ||
@@ -101,23 +136,29 @@ Status group_norm_backward(const TensorView &dy, const TensorView &x, const Tens
         !(s = call.check_per_channel(dweight, "dweight", false)).ok() ||
         !(s = call.check_per_channel(dbias, "dbias", false)).ok())
         return s;
+    const TensorView *residual = epilogue ? epilogue->residual : nullptr;
     s = check_backward_outputs("GroupNorm", dx, weight, dweight, dbias,
-                               {{&dy, "dy"}, {&x, "x"}, {&mean, "mean"}, {&rstd, "rstd"}});
+                               {{&dy, "dy"}, {&x, "x"}, {&mean, "mean"}, {&rstd, "rstd"}, {bias, "bias"},
+                                {residual, "residual"}});
+    if (s.ok() && dresidual)
+        s = check_no_overlap({{dresidual, "dresidual"}, {&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}},
+                             {{&dy, "dy"}, {&x, "x"}, {residual, "residual"}, {weight, "weight"}, {bias, "bias"}});
     if (!s.ok()) return s;
     if (call.batch() * call.spatial() == 0) {
         zero_param_grads(dweight, dbias);
         return Status::OK();
     }
-    return group_norm_grad_call(dy, x, mean, rstd, num_groups, weight, dx, dweight, dbias);
+    return group_norm_grad_call(dy, x, mean, rstd, num_groups, weight, dx, dweight, dbias, epilogue, bias, dresidual);
 }
 
 Status instance_norm_forward(const TensorView &x, const TensorView *running_mean, const TensorView *running_var,
                              const TensorView *weight, const TensorView *bias, bool use_input_stats, double momentum,
                              double eps, const TensorView &y, const TensorView *save_mean,
-                             const TensorView *save_rstd) {
+                             const TensorView *save_rstd, const Epilogue *epilogue) {
     ChannelCall call(x);
     Status s;
-    if (!(s = call.check_x()).ok() || !(s = call.check_per_channel(weight, "weight", false)).ok() ||
+    if (!(s = call.check_x()).ok() || !(s = call.check_epilogue(epilogue)).ok() ||
+        !(s = call.check_per_channel(weight, "weight", false)).ok() ||
         !(s = call.check_per_channel(bias, "bias", false)).ok() ||
         !(s = call.check_per_channel(running_mean, "running_mean", true)).ok() ||
         !(s = call.check_per_channel(running_var, "running_var", true)).ok() || !(s = check_eps(eps)).ok() ||
@@ -154,7 +195,8 @@ Status instance_norm_forward(const TensorView &x, const TensorView *running_mean
                 if (save_mean) at(*save_mean, n * C + c) = at(*running_mean, c);
                 if (save_rstd) at(*save_rstd, n * C + c) = rstd[c];
             }
-        return batch_norm_forward(x, running_mean, running_var, weight, bias, false, 0.0, eps, y);
+        return batch_norm_forward(x, running_mean, running_var, weight, bias, false, 0.0, eps, y, nullptr, nullptr,
+                                  nullptr, epilogue);
     }
     std::vector<float> mean_scratch, var;
     TensorView mean_view;
@@ -164,7 +206,7 @@ Status instance_norm_forward(const TensorView &x, const TensorView *running_mean
         mean_view = TensorView::contiguous(mean_scratch.data(), DType::f32, {N, C});
         mean = &mean_view;
     }
-    s = group_norm_call(x, C, weight, bias, eps, y, mean, save_rstd, updating ? &var : nullptr);
+    s = group_norm_call(x, C, weight, bias, eps, y, mean, save_rstd, updating ? &var : nullptr, epilogue);
     if (!s.ok() || !updating) return s;
     const double S = double(call.spatial());
     for (int64_t c = 0; c < C; c++) {
@@ -182,12 +224,14 @@ Status instance_norm_forward(const TensorView &x, const TensorView *running_mean
 
 Status instance_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
                               const TensorView &save_rstd, const TensorView *weight, bool use_input_stats,
-                              const TensorView &dx, const TensorView *dweight, const TensorView *dbias) {
+                              const TensorView &dx, const TensorView *dweight, const TensorView *dbias,
+                              const Epilogue *epilogue, const TensorView *bias, const TensorView *dresidual) {
     ChannelCall call(x);
     Status s = call.check_x();
     if (!s.ok()) return s;
     if (use_input_stats)
-        return group_norm_backward(dy, x, save_mean, save_rstd, call.channels(), weight, dx, dweight, dbias);
+        return group_norm_backward(dy, x, save_mean, save_rstd, call.channels(), weight, dx, dweight, dbias, epilogue,
+                                   bias, dresidual);
     // Running statistics: the affine gradient of BatchNorm's inference mode, per channel.
     const int64_t C = call.channels();
     if (!(s = check_group_stats(&save_mean, "save_mean", call.batch() * C)).ok() ||
@@ -202,7 +246,7 @@ Status instance_norm_backward(const TensorView &dy, const TensorView &x, const T
         r[c] = static_cast<float *>(save_rstd.data)[c * st];
     }
     TensorView mv = TensorView::contiguous(m.data(), DType::f32, {C}), rv = TensorView::contiguous(r.data(), DType::f32, {C});
-    return batch_norm_backward(dy, x, mv, rv, weight, false, dx, dweight, dbias);
+    return batch_norm_backward(dy, x, mv, rv, weight, false, dx, dweight, dbias, epilogue, bias, dresidual);
 }
 
 }  // namespace normgen

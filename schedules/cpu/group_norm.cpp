@@ -21,7 +21,7 @@ Var group_tasks(Stage out, const Expr &per_task) {
 }
 
 Expr groups_per_task(const Func &out, const Expr &spatial, const Expr &group_size, const ChannelNormCpuParams &k) {
-    return max(Expr(k.block_kib * 1024) / (spatial * group_size * out.type().bytes()), 1);
+    return max(Expr(k.block_kib * 1024) / (spatial * group_size * out.types()[0].bytes()), 1);
 }
 
 // Per-(channel, sample) and per-(group, sample) values computed where the output loop
@@ -42,11 +42,13 @@ void per_group_level(const std::vector<Func> &fs, const LoopLevel &at, bool flat
 
 // Channels-last per-(c, n) reduction over s for one sample: positions in order,
 // vectors across channels (partials per channel live in L1).
-void channels_last_reduction(Func f, const RDom &k, int lanes, const LoopLevel &at) {
+void channels_last_reduction(Func f, const RDom &k, int lanes, const LoopLevel &at,
+                             const std::vector<Expr> &cases = {}) {
     Var c = alg::channel_var(), n = alg::batch_var();
     f.compute_at(at).bound_storage(n, 1);
     vectorized(f, c, lanes);
     vectorized(f.update().reorder(c, k.x), c, lanes);
+    specialize_cases(f.update(), cases);
 }
 
 }  // namespace
@@ -76,6 +78,7 @@ void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNorm
         per_group_level({p.shift}, at, flat, lanes);
         per_group_level(p.per_group, at, flat, lanes);
         per_group_level(p.per_channel, at, flat, lanes);
+        specialize_cases(p.y, activation_cases(p.activation));
         return;
     }
     Expr per_task = groups_per_task(p.y, spatial, gi.group_size, k);
@@ -89,6 +92,7 @@ void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNorm
     per_group_level({p.shift}, at, flat, lanes, store);
     per_group_level(p.per_group, at, flat, lanes);
     per_group_level(p.per_channel, at, flat, lanes, store);
+    specialize_cases(p.y, activation_cases(p.activation));
 }
 
 void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNormCpuParams &k, const Target &t,
@@ -99,6 +103,7 @@ void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNo
     const int lanes = lanes_of(k, t);
     const bool flat = gi.is_flat();
     const bool with_params = p.channel_sums.defined();
+    const std::vector<Expr> cases = activation_cases(p.activation);
     LoopLevel at;
     if (flat) {
         (void)layout;
@@ -109,7 +114,7 @@ void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNo
             p.channel_sums.parallel(n).compute_with(p.dx, n);
             vectorized(p.channel_sums, c, lanes);
         }
-        channels_last_reduction(p.sums, p.k, lanes, at);
+        channels_last_reduction(p.sums, p.k, lanes, at, cases);
         per_group_level(p.per_channel_in, at, flat, lanes);
         per_group_level({p.group_sums}, at, flat, lanes);
         per_group_level(p.per_channel, at, flat, lanes);
@@ -124,10 +129,11 @@ void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNo
             p.channel_sums.compute_with(p.dx, task);
         }
         per_group_level(p.per_channel_in, at, flat, lanes, store);
-        vector_reduction(p.sums, p.k, {n}, lanes * k.accumulators, at, {j, g}, store);
+        vector_reduction(p.sums, p.k, {n}, lanes * k.accumulators, at, {j, g}, store, cases);
         per_group_level({p.group_sums}, at, flat, lanes);
         per_group_level(p.per_channel, at, flat, lanes, store);
     }
+    specialize_cases(p.dx, cases);
     if (!with_params) return;
     // Sums over samples of the per-(channel, sample) sums: C x N values.
     for (Func f : p.param_grads) {
@@ -135,5 +141,6 @@ void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNo
         vectorized(f, flat ? c : j, lanes);
     }
 }
+
 
 }  // namespace normgen::sched

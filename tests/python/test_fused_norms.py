@@ -112,3 +112,84 @@ def test_fused_bad_input():
         ng._normgen.batch_norm_backward(*(ng._arrays.spec(t, "t") for t in (x, x, sm, sr)), None, True,
                                         ng._arrays.spec(torch.empty_like(x), "dx"), None, None, None, None, 1, 0.0,
                                         ng._arrays.spec(torch.empty_like(x), "dresidual"))
+
+
+def _check_group_norm(dtype, layout, groups, activation, with_residual, affine=True, shape=(3, 6, 4, 5),
+                      instance=None):
+    """GroupNorm (or, with ``instance`` = use_input_stats, InstanceNorm) with an epilogue."""
+    gen = torch.Generator().manual_seed(5)
+    c = shape[1]
+    x = _make(shape, dtype, layout, gen=gen)
+    r = _make(shape, dtype, layout, offset=0.0, scale=1.0, gen=gen) if with_residual else None
+    dy = _make(shape, dtype, layout, offset=0.0, scale=1.0, gen=gen)
+    w = (1 + 0.3 * torch.randn(c, generator=gen)).to(dtype) if affine else None
+    b = (0.5 * torch.randn(c, generator=gen)).to(dtype) if affine else None
+    kw = dict(residual=r, activation=activation, negative_slope=0.2)
+    x64 = x.double().requires_grad_()
+    w64 = None if w is None else w.double().requires_grad_()
+    b64 = None if b is None else b.double().requires_grad_()
+    r64 = None if r is None else r.double().requires_grad_()
+    if instance is None:
+        y, mean, rstd = ng.group_norm_forward(x, groups, w, b, **kw)
+        z = F.group_norm(x64, groups, w64, b64)
+        m = x.numel() // (shape[0] * groups)
+    else:
+        rm, rv = torch.randn(c, generator=gen), torch.rand(c, generator=gen) + 0.5
+        y, mean, rstd = ng.instance_norm_forward(x, rm, rv, w, b, use_input_stats=instance, **kw)
+        z = F.instance_norm(x64, rm.double(), rv.double(), w64, b64, use_input_stats=instance)
+        m = x.numel() // (shape[0] * c)
+    if r64 is not None:
+        z = z + r64
+    ref = ACTS[activation](z)
+    assert_close(y, ref.detach(), dtype, m, "y", scale=max(1.0, ref.abs().max().item()))
+    if instance is None:
+        outs = ng.group_norm_backward(dy, x, mean, rstd, groups, w, bias=b, **kw)
+    else:
+        outs = ng.instance_norm_backward(dy, x, mean, rstd, w, bias=b, **kw)
+    ins = [x64] + [t for t in (w64, b64, r64) if t is not None]
+    names = ["x"] + [n for n, t in zip("wbr", (w64, b64, r64)) if t is not None]
+    grads = dict(zip(names, torch.autograd.grad(ref, ins, dy.double())))
+    dx, dw, db = outs[:3]
+    scale = (dy.double().abs().max() * rstd.double().max() * (w.double().abs().max() if affine else 1)).item() * 2
+    assert_close(dx, grads["x"], dtype, m, "dx", scale=scale)
+    if affine:
+        n_terms = x.numel() // c
+        assert_close(dw, grads["w"], dtype, n_terms, "dweight", scale=grads["w"].abs().max().item() + n_terms)
+        assert_close(db, grads["b"], dtype, n_terms, "dbias", scale=grads["b"].abs().max().item() + n_terms)
+    assert len(outs) == (4 if with_residual else 3)
+    if with_residual:
+        assert_close(outs[3], grads["r"], dtype, 1, "dresidual", scale=dy.double().abs().max().item() * 1.2)
+
+
+@pytest.mark.parametrize("kernel", [k for k in ng.kernels() if k["op"] == "group_norm" and "epilogue=1" in k["variant"]],
+                         ids=lambda k: k["name"])
+def test_every_fused_group_norm_kernel_dispatches_and_matches(kernel):
+    flags = dict(kv.split("=") for kv in kernel["variant"].split(","))
+    dtype, layout = _TORCH_DTYPE[kernel["dtype"]], _LAYOUT[kernel["layout"]]
+    with_residual = flags["add_residual"] == "1"
+    x = _make((3, 6, 4, 5), dtype, layout)
+    r = _make((3, 6, 4, 5), dtype, layout) if with_residual else None
+    y, mean, rstd = ng.group_norm_forward(x, 3, activation="silu", residual=r)
+    if kernel["dir"] == "fwd":
+        assert ng.last_kernel() == kernel["name"]
+    else:
+        ng.group_norm_backward(torch.ones_like(x), x, mean, rstd, 3, activation="silu", residual=r)
+        assert ng.last_kernel() == kernel["name"]
+    _check_group_norm(dtype, layout, 3, "silu", with_residual)
+
+
+@pytest.mark.parametrize("activation", list(ACTS))
+@pytest.mark.parametrize("with_residual", [True, False])
+def test_group_norm_every_activation(activation, with_residual):
+    if activation is None and not with_residual:
+        pytest.skip("no epilogue: the plain GroupNorm tests")
+    for layout in ("nchw", "channels_last"):
+        for groups in (1, 2, 6):
+            _check_group_norm(torch.float32, layout, groups, activation, with_residual)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("use_input_stats", [True, False])
+def test_instance_norm_fused(dtype, use_input_stats):
+    _check_group_norm(dtype, "nchw", None, "gelu", True, instance=use_input_stats)
+    _check_group_norm(dtype, "channels_last", None, "relu", False, affine=False, instance=use_input_stats)

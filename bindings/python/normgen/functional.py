@@ -293,12 +293,13 @@ def _int_arg(v, name):
     return int(v)
 
 
-def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
+def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5, *, residual=None, activation=None, negative_slope=0.01):
     """GroupNorm per (sample, group) over (C / num_groups channels x spatial).
 
     Returns ``(y, mean, rstd)``; mean/rstd float32 of shape (N, num_groups), as torch's
     ``native_group_norm``. ``num_groups`` must divide C; G = 1 is LayerNorm over
-    (C, *spatial) with per-channel affine, G = C is InstanceNorm.
+    (C, *spatial) with per-channel affine, G = C is InstanceNorm. ``residual``/
+    ``activation``: the fused epilogue ``y = act(gn(x) + residual)`` (see batch_norm_forward).
     """
     groups = _int_arg(num_groups, "num_groups")
     _channels(x)
@@ -309,30 +310,37 @@ def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
     shape = (x.shape[0], max(groups, 0))
     mean, rstd = empty_stats(x, shape), empty_stats(x, shape)
     _normgen.group_norm_forward(xs, groups, opt_spec(weight, "weight"), opt_spec(bias, "bias"), _float_eps(eps),
-                                spec(y, "y"), spec(mean, "mean"), spec(rstd, "rstd"))
+                                spec(y, "y"), spec(mean, "mean"), spec(rstd, "rstd"),
+                                *_epilogue(x, residual, activation, negative_slope))
     return y, mean, rstd
 
 
-def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, residual=None, activation=None, negative_slope=0.01):
     """``torch.nn.functional.group_norm``: see :func:`group_norm_forward`."""
-    return group_norm_forward(x, num_groups, weight, bias, eps)[0]
+    return group_norm_forward(x, num_groups, weight, bias, eps, residual=residual, activation=activation,
+                              negative_slope=negative_slope)[0]
 
 
-def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None):
-    """Gradients of GroupNorm: ``(dx, dweight, dbias)``; dweight/dbias are None without weight."""
+def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, bias=None, residual=None, activation=None,
+                        negative_slope=0.01):
+    """Gradients of GroupNorm: ``(dx, dweight, dbias[, dresidual])``; dweight/dbias are None
+    without weight. After a fused forward pass the same epilogue and the forward's bias
+    (as batch_norm_backward)."""
     groups = _int_arg(num_groups, "num_groups")
     c = _channels(x)
-    for n, a in (("dy", dy), ("weight", weight)):
+    for n, a in (("dy", dy), ("weight", weight), ("bias", bias)):
         check_same_container(x, n, a)
     dx, dweight, dbias = _grad_outputs(x, weight, (c,))
+    dresidual = None if residual is None else empty_like(x)
     _normgen.group_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(mean, "mean"), spec(rstd, "rstd"), groups,
                                  opt_spec(weight, "weight"), spec(dx, "dx"), opt_spec(dweight, "dweight"),
-                                 opt_spec(dbias, "dbias"))
-    return dx, dweight, dbias
+                                 opt_spec(dbias, "dbias"), opt_spec(bias, "bias"),
+                                 *_epilogue(x, residual, activation, negative_slope), opt_spec(dresidual, "dresidual"))
+    return (dx, dweight, dbias) if residual is None else (dx, dweight, dbias, dresidual)
 
 
 def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
-                          momentum=0.1, eps=1e-5):
+                          momentum=0.1, eps=1e-5, *, residual=None, activation=None, negative_slope=0.01):
     """InstanceNorm per (sample, channel) over the spatial dims (torch semantics).
 
     Returns ``(y, save_mean, save_rstd)``, the saved statistics float32 (N, C) and tagged
@@ -348,26 +356,32 @@ def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, b
     _normgen.instance_norm_forward(xs, opt_spec(running_mean, "running_mean"), opt_spec(running_var, "running_var"),
                                    opt_spec(weight, "weight"), opt_spec(bias, "bias"), bool(use_input_stats),
                                    _float_eps(momentum, "momentum"), _float_eps(eps), spec(y, "y"),
-                                   spec(save_mean, "save_mean"), spec(save_rstd, "save_rstd"))
+                                   spec(save_mean, "save_mean"), spec(save_rstd, "save_rstd"),
+                                   *_epilogue(x, residual, activation, negative_slope))
     return y, save_mean, tag_mode(save_rstd, bool(use_input_stats))
 
 
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
-                  momentum=0.1, eps=1e-5):
+                  momentum=0.1, eps=1e-5, *, residual=None, activation=None, negative_slope=0.01):
     """``torch.nn.functional.instance_norm``: see :func:`instance_norm_forward`."""
-    return instance_norm_forward(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)[0]
+    return instance_norm_forward(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
+                                 residual=residual, activation=activation, negative_slope=negative_slope)[0]
 
 
-def instance_norm_backward(dy, x, save_mean, save_rstd, weight=None):
-    """Gradients of InstanceNorm: ``(dx, dweight, dbias)``; dweight/dbias are None without weight."""
+def instance_norm_backward(dy, x, save_mean, save_rstd, weight=None, *, bias=None, residual=None, activation=None,
+                           negative_slope=0.01):
+    """Gradients of InstanceNorm: ``(dx, dweight, dbias[, dresidual])`` (see group_norm_backward)."""
     c = _channels(x)
-    for n, a in (("dy", dy), ("weight", weight)):
+    for n, a in (("dy", dy), ("weight", weight), ("bias", bias)):
         check_same_container(x, n, a)
     dx, dweight, dbias = _grad_outputs(x, weight, (c,))
+    dresidual = None if residual is None else empty_like(x)
     _normgen.instance_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(save_mean, "save_mean"),
                                     spec(save_rstd, "save_rstd"), opt_spec(weight, "weight"), saved_mode(save_rstd),
-                                    spec(dx, "dx"), opt_spec(dweight, "dweight"), opt_spec(dbias, "dbias"))
-    return dx, dweight, dbias
+                                    spec(dx, "dx"), opt_spec(dweight, "dweight"), opt_spec(dbias, "dbias"),
+                                    opt_spec(bias, "bias"), *_epilogue(x, residual, activation, negative_slope),
+                                    opt_spec(dresidual, "dresidual"))
+    return (dx, dweight, dbias) if residual is None else (dx, dweight, dbias, dresidual)
 
 
 # ---- weight normalization ----------------------------------------------------------

@@ -172,13 +172,17 @@ NORMGEN_API Status batch_norm_backward(const TensorView &dy, const TensorView &x
 // ---- GroupNorm (torch.nn.functional.group_norm) ---------------------------------------
 // x: (N, C, *spatial); num_groups divides C; weight, bias: (C,) of x's dtype, optional;
 // mean, rstd: float32 with N * num_groups elements ((N, G) as torch), optional.
+// epilogue: y = act(group_norm(x) + residual); the backward takes it with the forward's
+// bias and writes the residual's gradient to dresidual (see Epilogue).
 NORMGEN_API Status group_norm_forward(const TensorView &x, int64_t num_groups, const TensorView *weight,
                                       const TensorView *bias, double eps, const TensorView &y,
-                                      const TensorView *mean = nullptr, const TensorView *rstd = nullptr);
+                                      const TensorView *mean = nullptr, const TensorView *rstd = nullptr,
+                                      const Epilogue *epilogue = nullptr);
 NORMGEN_API Status group_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &mean,
                                        const TensorView &rstd, int64_t num_groups, const TensorView *weight,
                                        const TensorView &dx, const TensorView *dweight = nullptr,
-                                       const TensorView *dbias = nullptr);
+                                       const TensorView *dbias = nullptr, const Epilogue *epilogue = nullptr,
+                                       const TensorView *bias = nullptr, const TensorView *dresidual = nullptr);
 
 // ---- InstanceNorm (torch.nn.functional.instance_norm) ----------------------------------
 // Per (n, c) over the spatial dims. use_input_stats: normalize with each instance's
@@ -190,12 +194,14 @@ NORMGEN_API Status instance_norm_forward(const TensorView &x, const TensorView *
                                          const TensorView *running_var, const TensorView *weight,
                                          const TensorView *bias, bool use_input_stats, double momentum, double eps,
                                          const TensorView &y, const TensorView *save_mean = nullptr,
-                                         const TensorView *save_rstd = nullptr);
+                                         const TensorView *save_rstd = nullptr, const Epilogue *epilogue = nullptr);
 // use_input_stats must be what the forward used (false: the affine gradient).
 NORMGEN_API Status instance_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
                                           const TensorView &save_rstd, const TensorView *weight,
                                           bool use_input_stats, const TensorView &dx,
-                                          const TensorView *dweight = nullptr, const TensorView *dbias = nullptr);
+                                          const TensorView *dweight = nullptr, const TensorView *dbias = nullptr,
+                                          const Epilogue *epilogue = nullptr, const TensorView *bias = nullptr,
+                                          const TensorView *dresidual = nullptr);
 
 // ---- Weight normalization (torch._weight_norm, torch.nn.utils.weight_norm) ---------
 // w = g * v / ||v||, the norm over every dim of v but `dim` (negative counts from the
