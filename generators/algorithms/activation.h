@@ -8,8 +8,11 @@
 
 namespace normgen::alg {
 
-// Activation codes (the runtime passes them as the kernel's `activation` argument).
+// Activation codes (the kernel's `activation` argument). The runtime passes none and
+// relu as leaky_relu with slope 1 and 0 (one piecewise-linear case), so schedules
+// specialize on `specialized_activations` only.
 enum ActivationCode : int { act_none = 0, act_relu, act_leaky_relu, act_silu, act_gelu, act_gelu_tanh, act_count };
+constexpr ActivationCode specialized_activations[] = {act_leaky_relu, act_silu, act_gelu, act_gelu_tanh};
 
 struct Epilogue {
     Func residual;        // added before the activation; undefined: none

@@ -86,10 +86,9 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
         call.bind_channel(*running_mean, "running_mean", false);
         call.bind_channel(*running_var, "running_var", false);
     }
-    std::string variant = std::string(fused ? (epilogue->residual ? "add_residual=1," : "add_residual=0,") : "") +
-                          "affine=" + (affine ? "1" : "0") + (fused ? ",epilogue=1" : "") +
-                          ",training=" + (training ? "1" : "0");
-    s = call.run("batch_norm", "fwd", variant);
+    s = call.run("batch_norm", "fwd",
+                 ChannelCall::variant(fused ? epilogue : nullptr, std::string("affine=") + (affine ? "1" : "0") +
+                                                                      ",training=" + (training ? "1" : "0")));
     if (!s.ok() || !updating) return s;
     double m;
     if (momentum) {
@@ -117,10 +116,8 @@ Status batch_norm_backward(const TensorView &dy, const TensorView &x, const Tens
     // With an activation the kernel recomputes z; a residual alone passes dy through.
     const bool fused = epilogue && epilogue->activation != Activation::none;
     const TensorView *residual = epilogue ? epilogue->residual : nullptr;
-    if (dresidual && !residual) return invalid("dresidual was requested but the epilogue has no residual");
     if (!(s = call.check_x()).ok() || !(s = call.check_like_x(dy, "dy")).ok() ||
-        !(s = call.check_epilogue(epilogue)).ok() || !(s = call.check_per_channel(bias, "bias", false)).ok() ||
-        (dresidual && !(s = call.check_like_x(*dresidual, "dresidual")).ok()) ||
+        !(s = call.check_fused_backward(epilogue, bias, dresidual)).ok() ||
         !(s = call.check_per_channel(&save_mean, "save_mean", true)).ok() ||
         !(s = call.check_per_channel(&save_rstd, "save_rstd", true)).ok() ||
         !(s = call.check_per_channel(weight, "weight", false)).ok() || !(s = call.check_like_x(dx, "dx")).ok() ||
@@ -140,24 +137,13 @@ Status batch_norm_backward(const TensorView &dy, const TensorView &x, const Tens
     }
     call.bind_tensor(dy, "dy", false);
     call.bind_tensor(x, "x", false);
-    call.bind_tensor(dx, fused && residual ? "dx.0" : "dx", true);
-    if (fused && residual) call.bind_tensor(dresidual ? *dresidual : call.scratch_like_x(), "dx.1", true);
+    call.bind_dx(dx, dresidual, fused && residual);
     call.bind_channel(save_mean, "mean", false);
     call.bind_channel(save_rstd, "rstd", false);
-    const TensorView *w = weight;
-    if (fused) {  // the fused kernels take weight and bias: identities for absent ones
-        if (!w) w = &call.constant_channel(1.0f);
-        call.bind_channel(bias ? *bias : call.constant_channel(0.0f), "bias", false);
-        call.bind_epilogue(*epilogue);
-    }
-    if (w) {
-        call.bind_channel(*w, "weight", false);
-        call.bind_channel(dweight ? *dweight : call.constant_channel(0.0f), "dweight", true);
-        call.bind_channel(dbias ? *dbias : call.constant_channel(0.0f), "dbias", true);
-    }
-    std::string variant = std::string(fused ? (residual ? "add_residual=1,epilogue=1," : "add_residual=0,epilogue=1,") : "") +
-                          "has_weight=" + (w ? "1" : "0") + ",training=" + (training ? "1" : "0");
-    s = call.run("batch_norm", "bwd", variant);
+    const bool w = call.bind_backward_params(weight, bias, dweight, dbias, fused ? epilogue : nullptr);
+    s = call.run("batch_norm", "bwd",
+                 ChannelCall::variant(fused ? epilogue : nullptr, std::string("has_weight=") + (w ? "1" : "0") +
+                                                                      ",training=" + (training ? "1" : "0")));
     if (s.ok() && !fused && dresidual) copy_tensor(*dresidual, dy);  // no activation: dz = dy
     return s;
 }

@@ -168,9 +168,64 @@ Status ChannelCall::check_epilogue(const Epilogue *e) const {
 }
 
 void ChannelCall::bind_epilogue(const Epilogue &e) {
-    bind_int("activation", static_cast<int32_t>(e.activation));
-    bind_scalar("negative_slope", static_cast<float>(e.negative_slope));
+    // none and relu are leaky_relu with slope 1 and 0: the kernels specialize on one
+    // piecewise-linear case (see generators/algorithms/activation.h).
+    Activation a = e.activation;
+    double slope = e.negative_slope;
+    if (a == Activation::none || a == Activation::relu) {
+        slope = a == Activation::none ? 1.0 : 0.0;
+        a = Activation::leaky_relu;
+    }
+    bind_int("activation", static_cast<int32_t>(a));
+    bind_scalar("negative_slope", static_cast<float>(slope));
     if (e.residual) bind_tensor(*e.residual, "residual", false);
+}
+
+Status ChannelCall::check_fused_backward(const Epilogue *e, const TensorView *bias, const TensorView *dresidual) const {
+    if (dresidual && !(e && e->residual)) return invalid("dresidual was requested but the epilogue has no residual");
+    Status s = check_epilogue(e);
+    if (!s.ok() || !(s = check_per_channel(bias, "bias", false)).ok()) return s;
+    return dresidual ? check_like_x(*dresidual, "dresidual") : s;
+}
+
+void ChannelCall::bind_dx(const TensorView &dx, const TensorView *dresidual, bool with_dresidual) {
+    bind_tensor(dx, with_dresidual ? "dx.0" : "dx", true);
+    if (with_dresidual) bind_tensor(dresidual ? *dresidual : scratch_like_x(), "dx.1", true);
+}
+
+bool ChannelCall::bind_backward_params(const TensorView *weight, const TensorView *bias, const TensorView *dweight,
+                                       const TensorView *dbias, const Epilogue *fused, bool per_sample_sums) {
+    const TensorView *w = weight;
+    if (fused) {  // the fused kernels take weight and bias: identities for absent ones
+        if (!w) w = &constant_channel(1.0f);
+        bind_channel(bias ? *bias : constant_channel(0.0f), "bias", false);
+        bind_epilogue(*fused);
+    }
+    if (!w) return false;
+    bind_channel(*w, "weight", false);
+    bind_channel(dweight ? *dweight : constant_channel(0.0f), "dweight", true);
+    bind_channel(dbias ? *dbias : constant_channel(0.0f), "dbias", true);
+    if (per_sample_sums) {
+        bind_channel_scratch("channel_sums.0");
+        bind_channel_scratch("channel_sums.1");
+    }
+    return true;
+}
+
+std::string ChannelCall::variant(const Epilogue *fused, const std::string &rest) {
+    if (!fused) return rest;
+    // Keys sorted: add_residual < affine < epilogue < has_weight < training.
+    std::string head = std::string("add_residual=") + (fused->residual ? "1" : "0");
+    std::string out = head, tail = rest;
+    // Insert epilogue=1 after any key that sorts before it (affine=...).
+    if (tail.rfind("affine=", 0) == 0) {
+        const size_t comma = tail.find(',');
+        out += "," + tail.substr(0, comma) + ",epilogue=1";
+        tail = comma == std::string::npos ? "" : tail.substr(comma + 1);
+    } else {
+        out += ",epilogue=1";
+    }
+    return tail.empty() ? out : out + "," + tail;
 }
 
 void ChannelCall::bind_scalar(const char *arg, float v) {

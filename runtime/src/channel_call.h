@@ -50,6 +50,21 @@ public:
     void bind_epilogue(const Epilogue &e);
     // Checks of an epilogue's tensors (the residual: x's shape and dtype).
     Status check_epilogue(const Epilogue *e) const;
+    // A backward's epilogue arguments: the epilogue's tensors, the forward's bias, and
+    // dresidual (only with a residual).
+    Status check_fused_backward(const Epilogue *e, const TensorView *bias, const TensorView *dresidual) const;
+    // Backward outputs: dx, or with a fused residual the Tuple (dx, dresidual) as
+    // dx.0 / dx.1 (scratch for an unrequested dresidual).
+    void bind_dx(const TensorView &dx, const TensorView *dresidual, bool with_dresidual);
+    // Backward parameters: the weight (an identity where a fused kernel needs one), the
+    // parameter gradients (scratch if not requested) and, for a fused kernel (`fused`:
+    // its epilogue), the forward's bias and the epilogue. Returns whether a weight was
+    // bound. `per_sample_sums`: GroupNorm's channel_sums outputs go with the weight.
+    bool bind_backward_params(const TensorView *weight, const TensorView *bias, const TensorView *dweight,
+                              const TensorView *dbias, const Epilogue *fused, bool per_sample_sums = false);
+    // The variant keys a fused kernel adds ("add_residual=0|1,...epilogue=1"), sorted
+    // into `rest` (the op's own "k=v,..." keys).
+    static std::string variant(const Epilogue *fused, const std::string &rest);
     // A float32 per-(channel, sample) scratch output of group kernels.
     void bind_channel_scratch(const char *arg);
 

@@ -41,8 +41,7 @@ Status group_norm_call(const TensorView &x, int64_t groups, const TensorView *we
     call.bind_stat_2d(rstd, "stats.1", groups, call.batch(), true);
     float *var = call.bind_stat_2d(nullptr, "stats.2", groups, call.batch(), true);
     s = call.run("group_norm", "fwd",
-                 std::string(fused ? (epilogue->residual ? "add_residual=1," : "add_residual=0,") : "") + "affine=" +
-                     (affine ? "1" : "0") + (fused ? ",epilogue=1" : ""));
+                 ChannelCall::variant(fused ? epilogue : nullptr, std::string("affine=") + (affine ? "1" : "0")));
     if (s.ok() && var_out) var_out->assign(var, var + groups * call.batch());
     return s;
 }
@@ -60,38 +59,13 @@ Status group_norm_grad_call(const TensorView &dy, const TensorView &x, const Ten
     call.set_groups(groups);
     call.bind_tensor(dy, "dy", false);
     call.bind_tensor(x, "x", false);
-    call.bind_tensor(dx, fused && residual ? "dx.0" : "dx", true);
-    if (fused && residual) call.bind_tensor(dresidual ? *dresidual : call.scratch_like_x(), "dx.1", true);
+    call.bind_dx(dx, dresidual, fused && residual);
     call.bind_stat_2d(&mean, "mean", groups, call.batch(), false);
     call.bind_stat_2d(&rstd, "rstd", groups, call.batch(), false);
-    const TensorView *w = weight;
-    if (fused) {  // the fused kernels take weight and bias: identities for absent ones
-        if (!w) w = &call.constant_channel(1.0f);
-        call.bind_channel(bias ? *bias : call.constant_channel(0.0f), "bias", false);
-        call.bind_epilogue(*epilogue);
-    }
-    if (w) {
-        call.bind_channel(*w, "weight", false);
-        call.bind_channel(dweight ? *dweight : call.constant_channel(0.0f), "dweight", true);
-        call.bind_channel(dbias ? *dbias : call.constant_channel(0.0f), "dbias", true);
-        call.bind_channel_scratch("channel_sums.0");
-        call.bind_channel_scratch("channel_sums.1");
-    }
+    const bool w = call.bind_backward_params(weight, bias, dweight, dbias, fused ? epilogue : nullptr, true);
     s = call.run("group_norm", "bwd",
-                 std::string(fused ? (residual ? "add_residual=1,epilogue=1," : "add_residual=0,epilogue=1,") : "") +
-                     "has_weight=" + (w ? "1" : "0"));
+                 ChannelCall::variant(fused ? epilogue : nullptr, std::string("has_weight=") + (w ? "1" : "0")));
     if (s.ok() && !fused && dresidual) copy_tensor(*dresidual, dy);  // no activation: dz = dy
-    return s;
-}
-
-// Checks shared by the backward entry points with an epilogue.
-Status check_fused_backward(const ChannelCall &call, const Epilogue *epilogue, const TensorView *bias,
-                            const TensorView *dresidual) {
-    if (dresidual && !(epilogue && epilogue->residual))
-        return invalid("dresidual was requested but the epilogue has no residual");
-    Status s = call.check_epilogue(epilogue);
-    if (!s.ok() || !(s = call.check_per_channel(bias, "bias", false)).ok()) return s;
-    if (dresidual) return call.check_like_x(*dresidual, "dresidual");
     return s;
 }
 
@@ -128,7 +102,7 @@ Status group_norm_backward(const TensorView &dy, const TensorView &x, const Tens
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = check_groups(call, num_groups)).ok() ||
-        !(s = check_fused_backward(call, epilogue, bias, dresidual)).ok() ||
+        !(s = call.check_fused_backward(epilogue, bias, dresidual)).ok() ||
         !(s = call.check_like_x(dy, "dy")).ok() ||
         !(s = check_group_stats(&mean, "mean", call.batch() * num_groups)).ok() ||
         !(s = check_group_stats(&rstd, "rstd", call.batch() * num_groups)).ok() ||

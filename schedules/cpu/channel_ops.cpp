@@ -17,20 +17,31 @@ void per_channel_root(const std::vector<Func> &fs, const ChannelShape &shape, in
 
 }  // namespace
 
-// Measured: bench/results/seeds.md. Why: one per-channel reduction pass (the layout's
-// streaming loops, as BatchNorm's statistics) and one elementwise pass in memory order.
+// The per-channel reductions of weights and data sets: (s, c, n) views where n is
+// often 1 (weight_norm's default dim = 0: no dims before it; a column-major data set),
+// so NCHW-like layouts reduce each channel in its own parallel task (vectors along the
+// unit-stride s) rather than in BatchNorm's blocks of samples, which would leave one.
+static void per_channel_reduction(Func f, const RDom &k, const ChannelNormCpuParams &kp, const Target &t,
+                           const ChannelShape &shape, int elem_bytes) {
+    if (shape.layout == "nchw") {
+        strided_channel_reduction(f, k, lanes_of(kp, t) * kp.accumulators);
+        return;
+    }
+    channel_reduction(f, k, shape.layout, kp, t, shape.spatial, shape.channels, shape.batch, elem_bytes);
+}
+
+// Measured: bench/results/seeds.md. Why: one per-channel reduction pass and one
+// elementwise pass in memory order.
 void schedule_weight_norm_forward_cpu(alg::WeightNormForward &p, const ChannelNormCpuParams &k, const Target &t,
                                       const ChannelShape &shape) {
-    channel_reduction(p.sumsq, p.k, shape.layout, k, t, shape.spatial, shape.channels, shape.batch,
-                      p.w.type().bytes());
+    per_channel_reduction(p.sumsq, p.k, k, t, shape, p.w.type().bytes());
     per_channel_root({p.norm, p.scale}, shape, lanes_of(k, t));
     channel_elementwise(p.w, shape.layout, k, t, shape.spatial, shape.channels);
 }
 
 void schedule_weight_norm_backward_cpu(alg::WeightNormBackward &p, const ChannelNormCpuParams &k,
                                        const Target &t, const ChannelShape &shape) {
-    channel_reduction(p.dot, p.k, shape.layout, k, t, shape.spatial, shape.channels, shape.batch,
-                      p.dv.type().bytes());
+    per_channel_reduction(p.dot, p.k, k, t, shape, p.dv.type().bytes());
     per_channel_root(p.per_channel, shape, lanes_of(k, t));
     per_channel_root({p.dg}, shape, lanes_of(k, t));
     channel_elementwise(p.dv, shape.layout, k, t, shape.spatial, shape.channels);
@@ -50,7 +61,7 @@ void schedule_feature_stats_cpu(alg::FeatureStats &p, const ChannelNormCpuParams
     vectorized(p.pilot_sum, c, lanes);
     vectorized(p.pilot_sum.update().reorder(c, p.pilot.x, p.pilot.y), c, lanes);
     per_channel_root({p.shift}, shape, lanes);
-    channel_reduction(p.acc, p.k, shape.layout, k, t, shape.spatial, shape.channels, shape.batch, 4);
+    per_channel_reduction(p.acc, p.k, k, t, shape, 4);
     vectorized(p.stats, c, lanes);
 }
 
