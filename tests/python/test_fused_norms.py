@@ -20,14 +20,20 @@ _TORCH_DTYPE = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat
 _LAYOUT = {"nchw": "nchw", "nhwc": "channels_last", "strided": "strided"}
 
 
-def _check_batch_norm(dtype, layout, training, activation, with_residual, affine=True, shape=(3, 5, 4, 6)):
-    gen = torch.Generator().manual_seed(11)
+def _inputs(shape, dtype, layout, with_residual, affine, seed):
+    """A generator (for more), C, then x, residual, dy (in `layout`), weight, bias."""
+    gen = torch.Generator().manual_seed(seed)
     c = shape[1]
     x = _make(shape, dtype, layout, gen=gen)
     r = _make(shape, dtype, layout, offset=0.0, scale=1.0, gen=gen) if with_residual else None
     dy = _make(shape, dtype, layout, offset=0.0, scale=1.0, gen=gen)
     w = (1 + 0.3 * torch.randn(c, generator=gen)).to(dtype) if affine else None
     b = (0.5 * torch.randn(c, generator=gen)).to(dtype) if affine else None
+    return gen, c, x, r, dy, w, b
+
+
+def _check_batch_norm(dtype, layout, training, activation, with_residual, affine=True, shape=(3, 5, 4, 6)):
+    gen, c, x, r, dy, w, b = _inputs(shape, dtype, layout, with_residual, affine, 11)
     rm, rv = torch.randn(c, generator=gen), torch.rand(c, generator=gen) + 0.5
     kw = dict(residual=r, activation=activation, negative_slope=0.2)
     rm_ng, rv_ng = rm.clone(), rv.clone()
@@ -117,13 +123,7 @@ def test_fused_bad_input():
 def _check_group_norm(dtype, layout, groups, activation, with_residual, affine=True, shape=(3, 6, 4, 5),
                       instance=None):
     """GroupNorm (or, with ``instance`` = use_input_stats, InstanceNorm) with an epilogue."""
-    gen = torch.Generator().manual_seed(5)
-    c = shape[1]
-    x = _make(shape, dtype, layout, gen=gen)
-    r = _make(shape, dtype, layout, offset=0.0, scale=1.0, gen=gen) if with_residual else None
-    dy = _make(shape, dtype, layout, offset=0.0, scale=1.0, gen=gen)
-    w = (1 + 0.3 * torch.randn(c, generator=gen)).to(dtype) if affine else None
-    b = (0.5 * torch.randn(c, generator=gen)).to(dtype) if affine else None
+    gen, c, x, r, dy, w, b = _inputs(shape, dtype, layout, with_residual, affine, 5)
     kw = dict(residual=r, activation=activation, negative_slope=0.2)
     x64 = x.double().requires_grad_()
     w64 = None if w is None else w.double().requires_grad_()
