@@ -1,5 +1,6 @@
 """Fused epilogues: y = act(norm(x) + residual) in the norm's output pass, and the
 backward through them, against the torch composite in float64 (autograd)."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,6 +8,7 @@ import torch.nn.functional as F
 import normgen as ng
 from conftest import DTYPES, assert_close
 from test_batch_norm import _make
+from test_row_norm import _finite_difference_check
 
 ACTS = {
     None: lambda z: z,
@@ -193,3 +195,48 @@ def test_group_norm_every_activation(activation, with_residual):
 def test_instance_norm_fused(dtype, use_input_stats):
     _check_group_norm(dtype, "nchw", None, "gelu", True, instance=use_input_stats)
     _check_group_norm(dtype, "channels_last", None, "relu", False, affine=False, instance=use_input_stats)
+
+
+# ---- gradients by finite differences (float32 central differences) --------------------
+
+def _fd_inputs(shape, c, seed):
+    rng = np.random.default_rng(seed)
+    x = (2 * rng.standard_normal(shape) + 1).astype(np.float32)
+    r = rng.standard_normal(shape).astype(np.float32)
+    w = (1 + 0.3 * rng.standard_normal(c)).astype(np.float32)
+    b = (0.5 * rng.standard_normal(c)).astype(np.float32)
+    return x, r, w, b
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu", "gelu_tanh"])
+def test_fused_batch_norm_gradients_by_finite_differences(activation):
+    x, r, w, b = _fd_inputs((3, 2, 4), 2, 1)
+    kw = dict(residual=r, activation=activation)
+
+    def backward(dy):
+        _, sm, sr = ng.batch_norm_forward(x, None, None, w, b, True, **kw)
+        return ng.batch_norm_backward(dy, x, sm, sr, w, bias=b, **kw)
+
+    _finite_difference_check(lambda: ng.batch_norm(x, None, None, w, b, True, **kw), backward, x, [w, b, r])
+
+
+def test_fused_group_norm_gradients_by_finite_differences():
+    x, r, w, b = _fd_inputs((2, 4, 3), 4, 2)
+    kw = dict(residual=r, activation="gelu")
+
+    def backward(dy):
+        _, m, rs = ng.group_norm_forward(x, 2, w, b, **kw)
+        return ng.group_norm_backward(dy, x, m, rs, 2, w, bias=b, **kw)
+
+    _finite_difference_check(lambda: ng.group_norm(x, 2, w, b, **kw), backward, x, [w, b, r])
+
+
+def test_add_layer_norm_gradients_by_finite_differences():
+    x, r, w, b = _fd_inputs((3, 5), 5, 3)
+
+    def backward(dy):
+        _, s, mean, rstd = ng.add_layer_norm_forward(x, r, (5,), w, b)
+        dx, dr, dw, db = ng.add_layer_norm_backward(dy, None, s, mean, rstd, (5,), w)
+        return dx, dr, dw, db
+
+    _finite_difference_check(lambda: ng.add_layer_norm(x, r, (5,), w, b)[0], backward, x, [r, w, b])
