@@ -93,15 +93,20 @@ def time_interleaved(cands, repeats, rounds):
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def build_channel_case(op, direction, shape, layout, use_compile):
-    """BatchNorm: training forward (fwd), inference (inf), backward (bwd)."""
+def channel_inputs(shape, layout):
+    """x (mean 3, std 2) and dy for an (N, C, *spatial) case, channels-last for "nhwc"."""
     torch.manual_seed(0)
-    n, c = shape[:2]
     x = torch.randn(shape) * 2 + 3
     dy = torch.randn(shape)
     if layout == "nhwc":
-        x = x.contiguous(memory_format=torch.channels_last)
-        dy = dy.contiguous(memory_format=torch.channels_last)
+        x, dy = (t.contiguous(memory_format=torch.channels_last) for t in (x, dy))
+    return x, dy
+
+
+def build_channel_case(op, direction, shape, layout, use_compile):
+    """BatchNorm: training forward (fwd), inference (inf), backward (bwd)."""
+    n, c = shape[:2]
+    x, dy = channel_inputs(shape, layout)
     w, b = 1 + 0.1 * torch.randn(c), 0.1 * torch.randn(c)
     rm, rv = torch.zeros(c), torch.ones(c)
     trm, trv = rm.clone(), rv.clone()
@@ -140,14 +145,9 @@ def build_channel_case(op, direction, shape, layout, use_compile):
 
 def build_group_case(op, direction, shape, layout, use_compile):
     """GroupNorm (G = 32) and InstanceNorm (no running statistics), forward and backward."""
-    torch.manual_seed(0)
     c = shape[1]
     groups = 32 if op == "group_norm" else c
-    x = torch.randn(shape) * 2 + 3
-    dy = torch.randn(shape)
-    if layout == "nhwc":
-        x = x.contiguous(memory_format=torch.channels_last)
-        dy = dy.contiguous(memory_format=torch.channels_last)
+    x, dy = channel_inputs(shape, layout)
     w, b = 1 + 0.1 * torch.randn(c), 0.1 * torch.randn(c)
 
     def torch_fwd(a, ww, bb):
@@ -192,11 +192,7 @@ def build_seed_case(op, direction, shape, layout, use_compile):
       bn_add_relu: relu(batch_norm(x) + r), training; gn_silu: silu(group_norm(x, 32));
       add_layer_norm / add_rms_norm: s = x + r, y = norm(s) (both returned);
       weight_norm: torch._weight_norm(v, g, 0); zscore: a fitted ZScore's transform."""
-    torch.manual_seed(0)
-    x = torch.randn(shape) * 2 + 3
-    dy = torch.randn(shape)
-    if layout == "nhwc":
-        x, dy = (t.contiguous(memory_format=torch.channels_last) for t in (x, dy))
+    x, dy = channel_inputs(shape, layout)
     r = torch.randn_like(x)
     n = x.numel()
     cands = {}
