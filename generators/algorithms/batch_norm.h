@@ -80,7 +80,6 @@ inline ChannelNormBackward batch_norm_backward(const Func &dy, const Func &x, co
     } else {
         dy32(s, c, n) = widen(dy(s, c, n));
     }
-    p.dz = dy32;
     p.activation = ep.activation;
     Expr wc = w.defined() ? widen(w(c)) : Expr(1.0f);
     p.k = RDom(0, spatial, 0, batch, "bn_bwd_k");

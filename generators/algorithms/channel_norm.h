@@ -31,7 +31,6 @@ struct ChannelNormBackward {
     Func dx;                       // output (s, c, n); with a fused residual, Tuple (dx, dresidual = dz)
     Func param_sums;               // per-channel (sum dy*xhat, sum dy) over `k` (inference)
     std::vector<Func> param_grads; // outputs (c): dweight, dbias (with weight)
-    Func dz;                       // the gradient into the norm (dy, or dy * act'(z) with an epilogue)
     Expr activation;               // the epilogue's run-time activation code (undefined: none)
 };
 

@@ -2,8 +2,6 @@
 
 #include "channel_loops.h"
 
-#include <functional>
-
 namespace normgen::sched {
 
 using namespace Halide;
@@ -76,35 +74,28 @@ void schedule_batch_norm_backward_cpu(alg::ChannelNormBackward &p, const Channel
     Var s = alg::spatial_var(), c = alg::channel_var(), n = alg::batch_var();
     const int lanes = lanes_of(k, t);
     const std::vector<Expr> cases = activation_cases(p.activation);
-    auto outputs = [&](const std::function<void(Func)> &loops, const char *) {
-        loops(p.dx);
-        specialize_cases(p.dx, cases);
-    };
     if (layout == "nhwc") {
-        outputs([&](Func f) {
-            Var so("so"), sn("sn");
-            f.reorder(c, s, n);
-            vectorized(f, c, lanes * k.out_unroll);
-            Expr rows = max(Expr(k.block_kib * 1024) / (channels * f.types()[0].bytes()), 1);
-            f.split(s, so, s, rows, TailStrategy::GuardWithIf).fuse(so, n, sn).parallel(sn);
-        }, "co");
+        Var so("so"), sn("sn");
+        p.dx.reorder(c, s, n);
+        vectorized(p.dx, c, lanes * k.out_unroll);
+        Expr rows = max(Expr(k.block_kib * 1024) / (channels * p.dx.types()[0].bytes()), 1);
+        p.dx.split(s, so, s, rows, TailStrategy::GuardWithIf).fuse(so, n, sn).parallel(sn);
+        specialize_cases(p.dx, cases);
         blocked_channel_reduction(p.sums, p.k, c, lanes, spatial, channels, k, p.dx.types()[0].bytes(), cases);
         for (Func &g : p.param_grads) vectorized(g, c, lanes);
         return;
     }
     if (layout == "nchw") {
-        outputs([&](Func f) {
-            nchw_output_tasks(f, spatial, k);
-            vectorized(f, s, lanes * k.out_unroll);
-        }, "so");
+        nchw_output_tasks(p.dx, spatial, k);
+        vectorized(p.dx, s, lanes * k.out_unroll);
+        specialize_cases(p.dx, cases);
         streaming_nchw_reduction(p.sums, p.k, c, lanes * k.accumulators, batch, k.min_blocks, cases);
         for (Func &g : p.param_grads) g.compute_root();
         return;
     }
-    outputs([&](Func f) {
-        f.reorder(s, n, c).parallel(c);
-        vectorized(f, s, lanes * k.out_unroll);
-    }, "so");
+    p.dx.reorder(s, n, c).parallel(c);
+    vectorized(p.dx, s, lanes * k.out_unroll);
+    specialize_cases(p.dx, cases);
     vector_reduction(p.sums, p.k, std::vector<Var>{c}, lanes * k.accumulators, LoopLevel(p.dx, c), {}, std::nullopt,
                      cases);
     for (Func &g : p.param_grads) g.parallel(c).compute_with(p.dx, c);

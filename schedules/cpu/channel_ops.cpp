@@ -8,7 +8,7 @@ using namespace Halide;
 
 namespace {
 
-void per_channel_root(const std::vector<Func> &fs, const ChannelShape &shape, int lanes) {
+void per_channel_root(const std::vector<Func> &fs, int lanes) {
     for (Func f : fs) {
         f.compute_root();
         vectorized(f, alg::channel_var(), lanes);
@@ -35,21 +35,21 @@ static void per_channel_reduction(Func f, const RDom &k, const ChannelNormCpuPar
 void schedule_weight_norm_forward_cpu(alg::WeightNormForward &p, const ChannelNormCpuParams &k, const Target &t,
                                       const ChannelShape &shape) {
     per_channel_reduction(p.sumsq, p.k, k, t, shape, p.w.type().bytes());
-    per_channel_root({p.norm, p.scale}, shape, lanes_of(k, t));
+    per_channel_root({p.norm, p.scale}, lanes_of(k, t));
     channel_elementwise(p.w, shape.layout, k, t, shape.spatial, shape.channels);
 }
 
 void schedule_weight_norm_backward_cpu(alg::WeightNormBackward &p, const ChannelNormCpuParams &k,
                                        const Target &t, const ChannelShape &shape) {
     per_channel_reduction(p.dot, p.k, k, t, shape, p.dv.type().bytes());
-    per_channel_root(p.per_channel, shape, lanes_of(k, t));
-    per_channel_root({p.dg}, shape, lanes_of(k, t));
+    per_channel_root(p.per_channel, lanes_of(k, t));
+    per_channel_root({p.dg}, lanes_of(k, t));
     channel_elementwise(p.dv, shape.layout, k, t, shape.spatial, shape.channels);
 }
 
 void schedule_fold_batch_norm_cpu(alg::FoldBatchNorm &p, const ChannelNormCpuParams &k, const Target &t,
                                   const ChannelShape &shape) {
-    per_channel_root({p.scale, p.b}, shape, lanes_of(k, t));
+    per_channel_root({p.scale, p.b}, lanes_of(k, t));
     channel_elementwise(p.w, shape.layout, k, t, shape.spatial, shape.channels);
 }
 
@@ -60,7 +60,7 @@ void schedule_feature_stats_cpu(alg::FeatureStats &p, const ChannelNormCpuParams
     p.pilot_sum.compute_root();
     vectorized(p.pilot_sum, c, lanes);
     vectorized(p.pilot_sum.update().reorder(c, p.pilot.x, p.pilot.y), c, lanes);
-    per_channel_root({p.shift}, shape, lanes);
+    per_channel_root({p.shift}, lanes);
     per_channel_reduction(p.acc, p.k, k, t, shape, 4);
     vectorized(p.stats, c, lanes);
 }
