@@ -18,6 +18,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -77,6 +78,9 @@ def min_bytes(op, direction, rows, cols, es=4):
     return 2 * n + stats + params + n + params * (2 if op == "layer_norm" else 1)
 
 
+SETTLE_S = 0.005
+
+
 def time_interleaved(cands, repeats, rounds):
     """cands: name -> callable. Rounds of `repeats` calls per candidate, interleaved;
     returns name -> median seconds over every timed call."""
@@ -86,6 +90,12 @@ def time_interleaved(cands, repeats, rounds):
         fn()
     for _ in range(rounds):
         for name, fn in cands.items():
+            # Each block in its own steady state: idle long enough for the previous
+            # candidate's spinning worker threads (torch's OpenMP pool spins after every
+            # parallel region; on 2 cores that steals the next kernel's threads), then
+            # one untimed lead-in call (wakes this candidate's own pool).
+            time.sleep(SETTLE_S)
+            fn()
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 fn()
@@ -183,7 +193,8 @@ def build_group_case(op, direction, shape, layout, use_compile):
     return cands, nbytes
 
 
-SEED_OPS = ("bn_add_relu", "gn_silu", "add_layer_norm", "add_rms_norm", "weight_norm", "zscore")
+SEED_OPS = ("bn_add_relu", "gn_silu", "add_layer_norm", "add_rms_norm", "weight_norm", "zscore",
+            "batch_instance_norm", "switchable_norm")
 
 
 def build_seed_case(op, direction, shape, layout, use_compile):
@@ -191,7 +202,9 @@ def build_seed_case(op, direction, shape, layout, use_compile):
     would write (eager, and under torch.compile):
       bn_add_relu: relu(batch_norm(x) + r), training; gn_silu: silu(group_norm(x, 32));
       add_layer_norm / add_rms_norm: s = x + r, y = norm(s) (both returned);
-      weight_norm: torch._weight_norm(v, g, 0); zscore: a fitted ZScore's transform."""
+      weight_norm: torch._weight_norm(v, g, 0); zscore: a fitted ZScore's transform;
+      batch_instance_norm: rho * batch_norm + (1 - rho) * instance_norm, affine after;
+      switchable_norm: the paper's formulation (IN moments, LN/BN from them), training."""
     x, dy = channel_inputs(shape, layout)
     r = torch.randn_like(x)
     n = x.numel()
@@ -260,6 +273,40 @@ def build_seed_case(op, direction, shape, layout, use_compile):
         _, norm = ng.weight_norm_forward(x, g, 0)
         add(lambda: ng.weight_norm_forward(x, g, 0), lambda: ng.weight_norm_backward(dy, x, norm, g, 0),
             lambda v, gg: torch._weight_norm(v, gg, 0), (x, g), (dy,))
+        nbytes = n * 4 * (2 if direction == "fwd" else 3)
+    elif op == "batch_instance_norm":
+        c = shape[1]
+        rho, w, b = torch.rand(c), 1 + 0.1 * torch.randn(c), 0.1 * torch.randn(c)
+        _, sm, sr = ng.batch_instance_norm_forward(x, rho, w, b, training=True)
+        view = (1, c) + (1,) * (len(shape) - 2)
+
+        def composite(a, rr, ww, bb):
+            r_ = rr.clamp(0, 1).view(view)
+            mix = r_ * F.batch_norm(a, None, None, training=True) + (1 - r_) * F.instance_norm(a)
+            return mix * ww.view(view) + bb.view(view)
+        add(lambda: ng.batch_instance_norm_forward(x, rho, w, b, training=True),
+            lambda: ng.batch_instance_norm_backward(dy, x, sm, sr, rho, w), composite, (x, rho, w, b), (dy,))
+        nbytes = n * 4 * (2 if direction == "fwd" else 3)
+    elif op == "switchable_norm":
+        c = shape[1]
+        mw, vw = torch.randn(3), torch.randn(3)
+        w, b = 1 + 0.1 * torch.randn(c), 0.1 * torch.randn(c)
+        _, sm, sv, sr = ng.switchable_norm_forward(x, mw, vw, w, b, training=True)
+        view = (1, c) + (1,) * (len(shape) - 2)
+        spatial = tuple(range(2, len(shape)))
+
+        def composite(a, mw_, vw_, ww, bb):  # the paper's formulation in torch ops
+            mi, vi = a.mean(spatial, keepdim=True), a.var(spatial, unbiased=False, keepdim=True)
+            ml = mi.mean(1, keepdim=True)
+            vl = (vi + mi * mi).mean(1, keepdim=True) - ml * ml
+            mb = mi.mean(0, keepdim=True)
+            vb = (vi + mi * mi).mean(0, keepdim=True) - mb * mb
+            pm, pv = torch.softmax(mw_, 0), torch.softmax(vw_, 0)
+            mean = pm[0] * mi + pm[1] * ml + pm[2] * mb
+            var = pv[0] * vi + pv[1] * vl + pv[2] * vb
+            return (a - mean) / torch.sqrt(var + 1e-5) * ww.view(view) + bb.view(view)
+        add(lambda: ng.switchable_norm_forward(x, mw, vw, w, b, training=True),
+            lambda: ng.switchable_norm_backward(dy, x, sm, sv, sr, mw, vw, w), composite, (x, mw, vw, w, b), (dy,))
         nbytes = n * 4 * (2 if direction == "fwd" else 3)
     elif op == "zscore":
         z = ng.ZScore().fit(x)
@@ -397,10 +444,10 @@ def main(argv=None):
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile)")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--build", help="build directory (for the record only)")
-    p.add_argument("--filter", default="", help="only cases whose descriptor contains this")
+    p.add_argument("--filter", default="", help="only cases whose descriptor matches this regular expression")
     args = p.parse_args(argv)
     descriptors = [ln.split("#")[0].strip() for ln in open(args.suite)]
-    descriptors = [d for d in descriptors if d and args.filter in d]
+    descriptors = [d for d in descriptors if d and re.search(args.filter, d)]
     threads = [int(t) for t in args.threads.split(",")]
     results = []
     for thr in threads:

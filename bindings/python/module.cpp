@@ -212,6 +212,58 @@ PYBIND11_MODULE(_normgen, m) {
         });
     });
 
+    m.def("batch_instance_norm_forward", [](const ViewSpec &x, const ViewSpec &rho, const OptSpec &w,
+                                            const OptSpec &b, const OptSpec &rm, const OptSpec &rv, bool training,
+                                            std::optional<double> momentum, double eps, const ViewSpec &y,
+                                            const OptSpec &save_mean, const OptSpec &save_rstd,
+                                            std::optional<uintptr_t> num_batches_tracked) {
+        TensorView xv = view(x), rhov = view(rho), yv = view(y);
+        Opt wv(w), bv(b), rmv(rm), rvv(rv), smv(save_mean), srv(save_rstd);
+        auto *nbt = num_batches_tracked ? reinterpret_cast<int64_t *>(*num_batches_tracked) : nullptr;
+        call([&] {
+            return normgen::batch_instance_norm_forward(xv, rhov, wv.get(), bv.get(), rmv.get(), rvv.get(), training,
+                                                        momentum, eps, yv, smv.get(), srv.get(), nbt);
+        });
+    });
+    m.def("batch_instance_norm_backward", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &save_mean,
+                                             const ViewSpec &save_rstd, const ViewSpec &rho, const OptSpec &w,
+                                             bool training, const ViewSpec &dx, const OptSpec &drho,
+                                             const OptSpec &dw, const OptSpec &db) {
+        TensorView dyv = view(dy), xv = view(x), mv = view(save_mean), rv = view(save_rstd), rhov = view(rho),
+                   dxv = view(dx);
+        Opt wv(w), drv(drho), dwv(dw), dbv(db);
+        call([&] {
+            return normgen::batch_instance_norm_backward(dyv, xv, mv, rv, rhov, wv.get(), training, dxv, drv.get(),
+                                                         dwv.get(), dbv.get());
+        });
+    });
+    m.def("switchable_norm_forward", [](const ViewSpec &x, const ViewSpec &mw, const ViewSpec &vw, const OptSpec &w,
+                                        const OptSpec &b, const OptSpec &rm, const OptSpec &rv, bool training,
+                                        std::optional<double> momentum, double eps, const ViewSpec &y,
+                                        const OptSpec &save_mean, const OptSpec &save_var, const OptSpec &save_rstd,
+                                        std::optional<uintptr_t> num_batches_tracked) {
+        TensorView xv = view(x), mwv = view(mw), vwv = view(vw), yv = view(y);
+        Opt wv(w), bv(b), rmv(rm), rvv(rv), smv(save_mean), svv(save_var), srv(save_rstd);
+        auto *nbt = num_batches_tracked ? reinterpret_cast<int64_t *>(*num_batches_tracked) : nullptr;
+        call([&] {
+            return normgen::switchable_norm_forward(xv, mwv, vwv, wv.get(), bv.get(), rmv.get(), rvv.get(), training,
+                                                    momentum, eps, yv, smv.get(), svv.get(), srv.get(), nbt);
+        });
+    });
+    m.def("switchable_norm_backward", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &save_mean,
+                                         const ViewSpec &save_var, const ViewSpec &save_rstd, const ViewSpec &mw,
+                                         const ViewSpec &vw, const OptSpec &w, bool training, const ViewSpec &dx,
+                                         const OptSpec &dmw, const OptSpec &dvw, const OptSpec &dw,
+                                         const OptSpec &db) {
+        TensorView dyv = view(dy), xv = view(x), mv = view(save_mean), vv = view(save_var), rv = view(save_rstd),
+                   mwv = view(mw), vwv = view(vw), dxv = view(dx);
+        Opt wv(w), dmwv(dmw), dvwv(dvw), dwv(dw), dbv(db);
+        call([&] {
+            return normgen::switchable_norm_backward(dyv, xv, mv, vv, rv, mwv, vwv, wv.get(), training, dxv,
+                                                     dmwv.get(), dvwv.get(), dwv.get(), dbv.get());
+        });
+    });
+
     m.def("weight_norm_forward", [](const ViewSpec &v, const ViewSpec &g, std::optional<int64_t> dim,
                                     const ViewSpec &w, const OptSpec &norm) {
         TensorView vv = view(v), gv = view(g), wv = view(w);

@@ -9,24 +9,6 @@ namespace normgen {
 
 using namespace detail;
 
-namespace {
-
-// Element i of a float32 (C,) view with any stride.
-float &at(const TensorView &t, int64_t i) {
-    int64_t extent, stride;
-    collapse_1d(t, &extent, &stride);
-    return static_cast<float *>(t.data)[i * stride];
-}
-
-Status check_momentum(std::optional<double> momentum, const int64_t *num_batches_tracked, bool updating) {
-    if (momentum && !std::isfinite(*momentum))
-        return invalid("momentum must be a finite number or None, got " + std::to_string(*momentum));
-    if (!momentum && updating && !num_batches_tracked)
-        return invalid("momentum=None (cumulative average) needs num_batches_tracked");
-    return Status::OK();
-}
-
-}  // namespace
 
 Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, const TensorView *running_var,
                           const TensorView *weight, const TensorView *bias, bool training,
@@ -44,15 +26,10 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
         !(s = call.check_like_x(y, "y")).ok() || !(s = call.check_per_channel(save_mean, "save_mean", true)).ok() ||
         !(s = call.check_per_channel(save_rstd, "save_rstd", true)).ok())
         return s;
-    if (!running_mean != !running_var)
-        return invalid("running_mean and running_var must be given together (or both None)");
-    if (!training && !running_mean)
-        return invalid("running_mean and running_var are required when training=False");
+    if (!(s = check_bn_running_stats(call, running_mean, running_var, training, momentum, num_batches_tracked)).ok())
+        return s;
     const bool updating = training && running_mean;
-    if (!(s = check_momentum(momentum, num_batches_tracked, updating)).ok()) return s;
     const int64_t per_channel = call.batch() * call.spatial();
-    if (training && per_channel <= 1)
-        return invalid("Expected more than 1 value per channel when training, got input size " + shape_str(x.sizes()));
     // Running statistics are written when training (in place), read otherwise.
     const TensorView *rm_out = updating ? running_mean : nullptr, *rv_out = updating ? running_var : nullptr;
     const TensorView *rm_in = updating ? nullptr : running_mean, *rv_in = updating ? nullptr : running_var;
@@ -65,8 +42,8 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
     if (!training) {
         // The saved statistics of an inference forward are the running ones.
         for (int64_t c = 0; c < C; c++) {
-            if (save_mean) at(*save_mean, c) = at(*running_mean, c);
-            if (save_rstd) at(*save_rstd, c) = static_cast<float>(1.0 / std::sqrt(double(at(*running_var, c)) + eps));
+            if (save_mean) element(*save_mean, c) = element(*running_mean, c);
+            if (save_rstd) element(*save_rstd, c) = static_cast<float>(1.0 / std::sqrt(double(element(*running_var, c)) + eps));
         }
         if (per_channel == 0) return Status::OK();
     }
@@ -90,20 +67,7 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
                  ChannelCall::variant(fused ? epilogue : nullptr, std::string("affine=") + (affine ? "1" : "0") +
                                                                       ",training=" + (training ? "1" : "0")));
     if (!s.ok() || !updating) return s;
-    double m;
-    if (momentum) {
-        m = *momentum;
-    } else {
-        ++*num_batches_tracked;
-        m = 1.0 / double(*num_batches_tracked);
-    }
-    if (momentum && num_batches_tracked) ++*num_batches_tracked;
-    const double unbias = double(per_channel) / double(per_channel - 1);
-    for (int64_t c = 0; c < C; c++) {
-        float &rm = at(*running_mean, c), &rv = at(*running_var, c);
-        rm = static_cast<float>((1 - m) * rm + m * mean[c]);
-        rv = static_cast<float>((1 - m) * rv + m * var[c] * unbias);
-    }
+    update_running_stats(*running_mean, *running_var, mean, var, per_channel, momentum, num_batches_tracked);
     return s;
 }
 

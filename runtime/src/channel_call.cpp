@@ -228,6 +228,26 @@ std::string ChannelCall::variant(const Epilogue *fused, const std::string &rest)
     return tail.empty() ? out : out + "," + tail;
 }
 
+void *ChannelCall::bind_vector(const TensorView *t, const char *arg, int64_t extent, DType dtype, bool output) {
+    Bound &b = new_bound(arg, -1);
+    void *data;
+    int64_t n, stride;
+    if (t && collapse_1d(*t, &n, &stride) && (stride == 1 || n <= 1)) {
+        data = t->data;
+    } else if (t) {
+        data = output ? staging_.alloc(*t) : staging_.gather(*t);
+        if (output) {
+            b.out_view = t;
+            b.stage = data;
+        }
+    } else {
+        data = views_.emplace_back(staging_.constant(dtype, {extent}, 0.0f)).data;
+    }
+    b.hb.init_1d(data, t ? t->dtype : dtype, extent, 1);
+    args_.buffer(arg, b.hb.get());
+    return data;
+}
+
 void ChannelCall::bind_scalar(const char *arg, float v) {
     scalars_.push_back(v);
     args_.scalar(arg, &scalars_.back());
@@ -237,7 +257,7 @@ Status ChannelCall::run(const char *op, const char *dir, const std::string &vari
     const char *layout = unit_dim_ == 0 ? "nchw" : unit_dim_ == 1 ? "nhwc" : "strided";
     if (!params_unit_) layout = "strided";
     std::string why;
-    const Kernel *k = select_kernel({op, dir, x_.dtype, variant, layout, 0, {batch_, channels_, spatial_}}, &why);
+    const Kernel *k = select_kernel({op, dir, x_.dtype, variant, layout, {batch_, channels_, spatial_}}, &why);
     if (!k) return Status(Status::Code::runtime_error, why);
     const halide_filter_metadata_t *md = k->metadata_fn();
     for (Bound &b : bound_) {
@@ -251,6 +271,53 @@ Status ChannelCall::run(const char *op, const char *dir, const std::string &vari
     for (const Bound &b : bound_)
         if (b.out_view) Staging::scatter(b.stage, *b.out_view);
     return s;
+}
+
+float &element(const TensorView &t, int64_t i) {
+    int64_t extent, stride;
+    collapse_1d(t, &extent, &stride);
+    return static_cast<float *>(t.data)[i * stride];
+}
+
+float &element(const TensorView &t, int64_t i, int64_t j) {
+    return static_cast<float *>(t.data)[i * t.strides[0] + j * t.strides[1]];
+}
+
+Status check_bn_running_stats(const ChannelCall &call, const TensorView *running_mean, const TensorView *running_var,
+                              bool training, std::optional<double> momentum, const int64_t *num_batches_tracked) {
+    if (!running_mean != !running_var)
+        return invalid("running_mean and running_var must be given together (or both None)");
+    if (!training && !running_mean)
+        return invalid("running_mean and running_var are required when training=False");
+    if (momentum && !std::isfinite(*momentum))
+        return invalid("momentum must be a finite number or None, got " + std::to_string(*momentum));
+    if (!momentum && training && running_mean && !num_batches_tracked)
+        return invalid("momentum=None (cumulative average) needs num_batches_tracked");
+    if (training && call.batch() * call.spatial() <= 1)
+        return invalid("Expected more than 1 value per channel when training, got " +
+                       std::to_string(call.batch() * call.spatial()));
+    return Status::OK();
+}
+
+void update_running_stats(const TensorView &running_mean, const TensorView &running_var, const float *mean,
+                          const float *var, int64_t count, std::optional<double> momentum,
+                          int64_t *num_batches_tracked) {
+    double m;
+    if (momentum) {
+        m = *momentum;
+        if (num_batches_tracked) ++*num_batches_tracked;
+    } else {
+        ++*num_batches_tracked;
+        m = 1.0 / double(*num_batches_tracked);
+    }
+    const double unbias = double(count) / double(count - 1);
+    int64_t C, stride;
+    collapse_1d(running_mean, &C, &stride);
+    for (int64_t c = 0; c < C; c++) {
+        float &rm = element(running_mean, c), &rv = element(running_var, c);
+        rm = static_cast<float>((1 - m) * rm + m * mean[c]);
+        rv = static_cast<float>((1 - m) * rv + m * var[c] * unbias);
+    }
 }
 
 }  // namespace normgen::detail

@@ -7,6 +7,7 @@
 #include "tensor.h"
 
 #include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,10 @@ public:
     // A float32 (d1, d0) row-major output (d0 fastest), e.g. per-(sample, group)
     // statistics; scratch if t is null or not contiguous. Returns its data.
     float *bind_stat_2d(const TensorView *t, const char *arg, int64_t d0, int64_t d1, bool output);
+    // A unit-stride 1-D argument of `extent` elements: t's own memory when it has unit
+    // stride, else a contiguous copy (inputs) or scratch copied back (outputs); zeroed
+    // scratch of `dtype` when t is null. Returns the data.
+    void *bind_vector(const TensorView *t, const char *arg, int64_t extent, DType dtype, bool output);
     void bind_scalar(const char *arg, float v);
     void bind_int(const char *arg, int32_t v);
     // An epilogue's run-time arguments (activation code, slope, residual tensor).
@@ -93,5 +98,20 @@ private:
     Staging staging_;
     Args args_;
 };
+
+// Element i of a (C,) view with any stride; element (i, j) of a 2-D view.
+float &element(const TensorView &t, int64_t i);
+float &element(const TensorView &t, int64_t i, int64_t j);
+
+// The running statistics of BatchNorm (and of the BN parts of Batch-Instance and
+// Switchable Norm): given together; required in inference; momentum finite or None
+// (with num_batches_tracked); more than one value per channel when training.
+Status check_bn_running_stats(const ChannelCall &call, const TensorView *running_mean, const TensorView *running_var,
+                              bool training, std::optional<double> momentum, const int64_t *num_batches_tracked);
+// r = (1 - m) r + m * batch (running_var with the unbiased variance of `count` values per
+// channel); m = momentum, or 1/num_batches_tracked after incrementing it (momentum None).
+void update_running_stats(const TensorView &running_mean, const TensorView &running_var, const float *mean,
+                          const float *var, int64_t count, std::optional<double> momentum,
+                          int64_t *num_batches_tracked);
 
 }  // namespace normgen::detail

@@ -81,6 +81,17 @@ inline void nchw_output_tasks(Func out, const Expr &spatial, const ChannelNormCp
     out.reorder(s, c, n).fuse(c, n, cn).split(cn, cno, cni, runs, TailStrategy::GuardWithIf).parallel(cno);
 }
 
+// Channels-last per-(c, n) reduction over s for one sample: positions in order,
+// vectors across channels (partials per channel live in L1).
+inline void channels_last_reduction(Func f, const RDom &k, int lanes, const LoopLevel &at,
+                             const std::vector<Expr> &cases = {}) {
+    Var c = alg::channel_var(), n = alg::batch_var();
+    f.compute_at(at).bound_storage(n, 1);
+    vectorized(f, c, lanes);
+    vectorized(f.update().reorder(c, k.x), c, lanes);
+    specialize_cases(f.update(), cases);
+}
+
 // Any strides: per channel (in parallel), vector partials along s, summed.
 inline void strided_channel_reduction(Func f, const RDom &k, int width) {
     Var c = alg::channel_var(), v(f.name() + "_lane");

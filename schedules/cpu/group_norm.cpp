@@ -40,17 +40,6 @@ void per_group_level(const std::vector<Func> &fs, const LoopLevel &at, bool flat
     }
 }
 
-// Channels-last per-(c, n) reduction over s for one sample: positions in order,
-// vectors across channels (partials per channel live in L1).
-void channels_last_reduction(Func f, const RDom &k, int lanes, const LoopLevel &at,
-                             const std::vector<Expr> &cases = {}) {
-    Var c = alg::channel_var(), n = alg::batch_var();
-    f.compute_at(at).bound_storage(n, 1);
-    vectorized(f, c, lanes);
-    vectorized(f.update().reorder(c, k.x), c, lanes);
-    specialize_cases(f.update(), cases);
-}
-
 }  // namespace
 
 // Measured: see bench/results/channel_norm.md.

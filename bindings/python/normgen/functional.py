@@ -18,6 +18,8 @@ __all__ = [
     "batch_norm", "batch_norm_forward", "batch_norm_backward",
     "group_norm", "group_norm_forward", "group_norm_backward",
     "instance_norm", "instance_norm_forward", "instance_norm_backward",
+    "batch_instance_norm", "batch_instance_norm_forward", "batch_instance_norm_backward",
+    "switchable_norm", "switchable_norm_forward", "switchable_norm_backward",
 ]
 
 
@@ -385,6 +387,122 @@ def instance_norm_backward(dy, x, save_mean, save_rstd, weight=None, *, bias=Non
 
 
 # ---- weight normalization ----------------------------------------------------------
+
+def _momentum(momentum):
+    return None if momentum is None else _float_eps(momentum, "momentum")
+
+
+def batch_instance_norm_forward(x, rho, weight=None, bias=None, running_mean=None, running_var=None, training=False,
+                                momentum=0.1, eps=1e-5, *, num_batches_tracked=None):
+    """Batch-Instance Norm (Nam & Kim 2018): ``y = (rho' xhat_BN + (1 - rho') xhat_IN) * weight + bias``.
+
+    ``rho`` (C,) of x's dtype is clamped to [0, 1] per channel (``rho'``). The BN part is
+    exactly :func:`batch_norm` (batch statistics and running-statistics update when
+    training, running statistics otherwise); the IN part always uses each instance's
+    statistics; one ``eps`` for both. Both sets of statistics come from one pass over x.
+
+    Returns ``(y, save_mean, save_rstd)``: the saved statistics are float32 (N + 1, C),
+    rows 0..N-1 the IN statistics of each sample, row N the BN part's (the running ones
+    in inference), tagged with the mode.
+    """
+    c = _channels(x)
+    for n, a in (("rho", rho), ("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                 ("running_var", running_var)):
+        check_same_container(x, n, a)
+    xs = spec(x, "x")
+    y = empty_like(x)
+    shape = (x.shape[0] + 1, c)
+    save_mean, save_rstd = empty_stats(x, shape), empty_stats(x, shape)
+    _normgen.batch_instance_norm_forward(xs, spec(rho, "rho"), opt_spec(weight, "weight"), opt_spec(bias, "bias"),
+                                         opt_spec(running_mean, "running_mean"), opt_spec(running_var, "running_var"),
+                                         bool(training), _momentum(momentum), _float_eps(eps), spec(y, "y"),
+                                         spec(save_mean, "save_mean"), spec(save_rstd, "save_rstd"),
+                                         counter_pointer(num_batches_tracked, "num_batches_tracked"))
+    return y, save_mean, tag_mode(save_rstd, bool(training))
+
+
+def batch_instance_norm(x, rho, weight=None, bias=None, running_mean=None, running_var=None, training=False,
+                        momentum=0.1, eps=1e-5, *, num_batches_tracked=None):
+    """Batch-Instance Norm: see :func:`batch_instance_norm_forward`."""
+    return batch_instance_norm_forward(x, rho, weight, bias, running_mean, running_var, training, momentum, eps,
+                                       num_batches_tracked=num_batches_tracked)[0]
+
+
+def batch_instance_norm_backward(dy, x, save_mean, save_rstd, rho, weight=None):
+    """Gradients of Batch-Instance Norm: ``(dx, drho, dweight, dbias)``.
+
+    ``drho`` passes through the clamp where 0 <= rho <= 1 (torch.clamp's rule) and is 0
+    elsewhere; dweight/dbias are None without weight. After an inference forward the BN
+    statistics are constants (no gradient through them).
+    """
+    c = _channels(x)
+    for n, a in (("dy", dy), ("rho", rho), ("weight", weight)):
+        check_same_container(x, n, a)
+    dx, dweight, dbias = _grad_outputs(x, weight, (c,))
+    drho = empty_like(x, (c,))
+    _normgen.batch_instance_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(save_mean, "save_mean"),
+                                          spec(save_rstd, "save_rstd"), spec(rho, "rho"), opt_spec(weight, "weight"),
+                                          saved_mode(save_rstd), spec(dx, "dx"), spec(drho, "drho"),
+                                          opt_spec(dweight, "dweight"), opt_spec(dbias, "dbias"))
+    return dx, drho, dweight, dbias
+
+
+def switchable_norm_forward(x, mean_weight, var_weight, weight=None, bias=None, running_mean=None, running_var=None,
+                            training=False, momentum=0.1, eps=1e-5, *, num_batches_tracked=None):
+    """Switchable Norm (Luo et al. 2018): mean and variance are softmax-weighted mixtures of
+    the IN, LN and BN statistics; ``y = (x - mean) / sqrt(var + eps) * weight + bias``.
+
+    ``mean_weight``, ``var_weight``: 3 logits each (x's dtype), in the order (IN, LN, BN).
+    All variances are biased; LN is per sample over (C, *spatial). The BN part uses the
+    batch statistics when training (updating running statistics as :func:`batch_norm`)
+    and the running ones otherwise. All three come from one set of per-(n, c) moments.
+
+    Returns ``(y, save_mean, save_var, save_rstd)``: float32 (N + 1, C + 1) means and
+    variances ([n, c] IN, [n, C] LN of sample n, [N, c] BN, [N, C] = 0) and the
+    mixture's rstd (N, C), tagged with the mode.
+    """
+    c = _channels(x)
+    for n, a in (("mean_weight", mean_weight), ("var_weight", var_weight), ("weight", weight), ("bias", bias),
+                 ("running_mean", running_mean), ("running_var", running_var)):
+        check_same_container(x, n, a)
+    xs = spec(x, "x")
+    y = empty_like(x)
+    shape = (x.shape[0] + 1, c + 1)
+    save_mean, save_var, save_rstd = empty_stats(x, shape), empty_stats(x, shape), empty_stats(x, (x.shape[0], c))
+    _normgen.switchable_norm_forward(xs, spec(mean_weight, "mean_weight"), spec(var_weight, "var_weight"),
+                                     opt_spec(weight, "weight"), opt_spec(bias, "bias"),
+                                     opt_spec(running_mean, "running_mean"), opt_spec(running_var, "running_var"),
+                                     bool(training), _momentum(momentum), _float_eps(eps), spec(y, "y"),
+                                     spec(save_mean, "save_mean"), spec(save_var, "save_var"),
+                                     spec(save_rstd, "save_rstd"),
+                                     counter_pointer(num_batches_tracked, "num_batches_tracked"))
+    return y, save_mean, save_var, tag_mode(save_rstd, bool(training))
+
+
+def switchable_norm(x, mean_weight, var_weight, weight=None, bias=None, running_mean=None, running_var=None,
+                    training=False, momentum=0.1, eps=1e-5, *, num_batches_tracked=None):
+    """Switchable Norm: see :func:`switchable_norm_forward`."""
+    return switchable_norm_forward(x, mean_weight, var_weight, weight, bias, running_mean, running_var, training,
+                                   momentum, eps, num_batches_tracked=num_batches_tracked)[0]
+
+
+def switchable_norm_backward(dy, x, save_mean, save_var, save_rstd, mean_weight, var_weight, weight=None):
+    """Gradients of Switchable Norm: ``(dx, dmean_weight, dvar_weight, dweight, dbias)``
+    (dweight/dbias None without weight). After an inference forward the BN part's running
+    statistics are constants (the logits still get their gradients)."""
+    c = _channels(x)
+    for n, a in (("dy", dy), ("mean_weight", mean_weight), ("var_weight", var_weight), ("weight", weight)):
+        check_same_container(x, n, a)
+    dx, dweight, dbias = _grad_outputs(x, weight, (c,))
+    dmw, dvw = empty_like(x, (3,)), empty_like(x, (3,))
+    _normgen.switchable_norm_backward(spec(dy, "dy"), spec(x, "x"), spec(save_mean, "save_mean"),
+                                      spec(save_var, "save_var"), spec(save_rstd, "save_rstd"),
+                                      spec(mean_weight, "mean_weight"), spec(var_weight, "var_weight"),
+                                      opt_spec(weight, "weight"), saved_mode(save_rstd), spec(dx, "dx"),
+                                      spec(dmw, "dmean_weight"), spec(dvw, "dvar_weight"),
+                                      opt_spec(dweight, "dweight"), opt_spec(dbias, "dbias"))
+    return dx, dmw, dvw, dweight, dbias
+
 
 def _opt_dim(dim):
     return None if dim is None else _int_arg(dim, "dim")

@@ -203,6 +203,55 @@ NORMGEN_API Status instance_norm_backward(const TensorView &dy, const TensorView
                                           const Epilogue *epilogue = nullptr, const TensorView *bias = nullptr,
                                           const TensorView *dresidual = nullptr);
 
+// ---- Batch-Instance Norm (Nam & Kim 2018) ---------------------------------------------
+// y = (rho' xhat_BN + (1 - rho') xhat_IN) * weight + bias, rho' = clamp(rho, 0, 1) per
+// channel; xhat_BN as batch_norm (batch statistics when training, updating the running
+// ones as batch_norm does; running statistics otherwise), xhat_IN per (n, c) over the
+// spatial dims, one eps for both. rho, weight, bias: (C,) of x's dtype (weight/bias
+// optional). save_mean/save_rstd: float32 (N + 1, C), optional: rows 0..N-1 the IN
+// statistics of each sample, row N the BN part's (the running ones in inference).
+NORMGEN_API Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, const TensorView *weight,
+                                               const TensorView *bias, const TensorView *running_mean,
+                                               const TensorView *running_var, bool training,
+                                               std::optional<double> momentum, double eps, const TensorView &y,
+                                               const TensorView *save_mean = nullptr,
+                                               const TensorView *save_rstd = nullptr,
+                                               int64_t *num_batches_tracked = nullptr);
+// training must be what the forward used (false: no gradient through the BN statistics).
+// drho (rho's gradient through the clamp, which passes it on [0, 1]), dweight, dbias:
+// (C,) of x's dtype, optional (dweight/dbias need weight).
+NORMGEN_API Status batch_instance_norm_backward(const TensorView &dy, const TensorView &x,
+                                                const TensorView &save_mean, const TensorView &save_rstd,
+                                                const TensorView &rho, const TensorView *weight, bool training,
+                                                const TensorView &dx, const TensorView *drho = nullptr,
+                                                const TensorView *dweight = nullptr,
+                                                const TensorView *dbias = nullptr);
+
+// ---- Switchable Norm (Luo et al. 2018) ------------------------------------------------
+// mean = sum_k softmax(mean_weight)_k mean_k, var = sum_k softmax(var_weight)_k var_k over
+// k = (IN, LN, BN), all variances biased; y = (x - mean) / sqrt(var + eps) * weight + bias.
+// mean_weight, var_weight: 3 logits of x's dtype. The BN part: batch statistics when
+// training (updating running statistics as batch_norm), running ones otherwise.
+// save_mean/save_var: float32 (N + 1, C + 1), optional: [n, c] the IN statistics,
+// [n, C] the LN ones of sample n, [N, c] the BN part's, [N, C] = 0. save_rstd: float32
+// (N, C), the mixture's 1/sqrt(var + eps), optional.
+NORMGEN_API Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weight,
+                                           const TensorView &var_weight, const TensorView *weight,
+                                           const TensorView *bias, const TensorView *running_mean,
+                                           const TensorView *running_var, bool training,
+                                           std::optional<double> momentum, double eps, const TensorView &y,
+                                           const TensorView *save_mean = nullptr, const TensorView *save_var = nullptr,
+                                           const TensorView *save_rstd = nullptr,
+                                           int64_t *num_batches_tracked = nullptr);
+// dmean_weight, dvar_weight: (3,) of x's dtype; dweight, dbias: (C,), with weight.
+NORMGEN_API Status switchable_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
+                                            const TensorView &save_var, const TensorView &save_rstd,
+                                            const TensorView &mean_weight, const TensorView &var_weight,
+                                            const TensorView *weight, bool training, const TensorView &dx,
+                                            const TensorView *dmean_weight = nullptr,
+                                            const TensorView *dvar_weight = nullptr,
+                                            const TensorView *dweight = nullptr, const TensorView *dbias = nullptr);
+
 // ---- Weight normalization (torch._weight_norm, torch.nn.utils.weight_norm) ---------
 // w = g * v / ||v||, the norm over every dim of v but `dim` (negative counts from the
 // end; nullopt: the whole tensor). g: v's dtype, v.shape[dim] elements (shape (K,) or

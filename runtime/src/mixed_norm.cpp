@@ -1,0 +1,314 @@
+// Batch-Instance Norm and Switchable Norm entry points: checks, one kernel call, the
+// saved statistics packed for the backward, and the BN part's running statistics
+// (updated here, as BatchNorm's, so kernels never write inputs).
+#include "channel_call.h"
+
+#include <cmath>
+
+namespace normgen {
+
+using namespace detail;
+
+namespace {
+
+// A float32 (rows, cols) tensor, exactly that shape.
+Status check_packed(const TensorView *t, const char *name, int64_t rows, int64_t cols, const char *what) {
+    if (!t) return Status::OK();
+    Status s = check_tensor(*t, name);
+    if (!s.ok() || !(s = check_dtype(*t, name, DType::f32)).ok()) return s;
+    return check_same_shape(*t, name, {rows, cols}, what);
+}
+
+// A (3,) tensor of x's dtype: the logits of Switchable Norm.
+Status check_logits(const TensorView *t, const char *name, DType dtype) {
+    if (!t) return Status::OK();
+    Status s = check_tensor(*t, name);
+    if (!s.ok() || !(s = check_dtype(*t, name, dtype)).ok()) return s;
+    return check_same_shape(*t, name, {3}, "3 logits (IN, LN, BN)");
+}
+
+// Row `row` of a packed 2-D float32 tensor, columns [0, cols), as a view.
+TensorView packed_row(const TensorView &t, int64_t row, int64_t cols) {
+    return TensorView::strided(static_cast<float *>(t.data) + row * t.strides[0], DType::f32, {cols},
+                               {t.strides[1]});
+}
+// Column `col`, rows [0, rows).
+TensorView packed_col(const TensorView &t, int64_t col, int64_t rows) {
+    return TensorView::strided(static_cast<float *>(t.data) + col * t.strides[1], DType::f32, {rows},
+                               {t.strides[0]});
+}
+// The leading (rows, cols) block.
+TensorView packed_block(const TensorView &t, int64_t rows, int64_t cols) {
+    return TensorView::strided(t.data, DType::f32, {rows, cols}, {t.strides[0], t.strides[1]});
+}
+
+// Copy a row-major (rows, cols) float32 array into the block of t at (r0, c0).
+void store_block(const TensorView *t, const float *src, int64_t rows, int64_t cols, int64_t r0 = 0, int64_t c0 = 0) {
+    if (!t) return;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) element(*t, r0 + i, c0 + j) = src[i * cols + j];
+}
+
+const char *flag(bool b) { return b ? "1" : "0"; }
+
+// After a training forward: the BN part's statistics (two per channel, e.g. mean and
+// rstd) into row N of the saved arrays, and the running statistics' update from its
+// mean and biased variance.
+void finish_bn_part(const ChannelCall &call, const TensorView *save0, const TensorView *save1, const float *s0,
+                    const float *s1, const float *mean, const float *var, const TensorView *running_mean,
+                    const TensorView *running_var, std::optional<double> momentum, int64_t *num_batches_tracked) {
+    const int64_t N = call.batch(), C = call.channels();
+    store_block(save0, s0, 1, C, N);
+    store_block(save1, s1, 1, C, N);
+    if (running_mean)
+        update_running_stats(*running_mean, *running_var, mean, var, N * call.spatial(), momentum,
+                             num_batches_tracked);
+}
+
+}  // namespace
+
+Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, const TensorView *weight,
+                                   const TensorView *bias, const TensorView *running_mean,
+                                   const TensorView *running_var, bool training, std::optional<double> momentum,
+                                   double eps, const TensorView &y, const TensorView *save_mean,
+                                   const TensorView *save_rstd, int64_t *num_batches_tracked) {
+    ChannelCall call(x);
+    Status s;
+    if (!(s = call.check_x()).ok() || !(s = call.check_per_channel(&rho, "rho", false)).ok() ||
+        !(s = call.check_per_channel(weight, "weight", false)).ok() ||
+        !(s = call.check_per_channel(bias, "bias", false)).ok() ||
+        !(s = call.check_per_channel(running_mean, "running_mean", true)).ok() ||
+        !(s = call.check_per_channel(running_var, "running_var", true)).ok() || !(s = check_eps(eps)).ok() ||
+        !(s = call.check_like_x(y, "y")).ok())
+        return s;
+    const int64_t N = call.batch(), C = call.channels();
+    const char *packed = "(N + 1, C): the IN statistics per sample, then the BN part's";
+    if (!(s = check_packed(save_mean, "save_mean", N + 1, C, packed)).ok() ||
+        !(s = check_packed(save_rstd, "save_rstd", N + 1, C, packed)).ok() ||
+        !(s = check_bn_running_stats(call, running_mean, running_var, training, momentum, num_batches_tracked)).ok())
+        return s;
+    const bool updating = training && running_mean;
+    s = check_no_overlap({{&y, "y"}, {save_mean, "save_mean"}, {save_rstd, "save_rstd"},
+                          {updating ? running_mean : nullptr, "running_mean"},
+                          {updating ? running_var : nullptr, "running_var"}},
+                         {{&x, "x"}, {&rho, "rho"}, {weight, "weight"}, {bias, "bias"},
+                          {updating ? nullptr : running_mean, "running_mean"},
+                          {updating ? nullptr : running_var, "running_var"}});
+    if (!s.ok()) return s;
+    if (!training) {  // the BN part's saved statistics are the running ones
+        for (int64_t c = 0; c < C; c++) {
+            if (save_mean) element(*save_mean, N, c) = element(*running_mean, c);
+            if (save_rstd)
+                element(*save_rstd, N, c) = static_cast<float>(1.0 / std::sqrt(double(element(*running_var, c)) + eps));
+        }
+        if (N * call.spatial() == 0) return Status::OK();
+    }
+    call.bind_tensor(x, "x", false);
+    call.bind_tensor(y, "y", true);
+    call.bind_channel(rho, "rho", false);
+    call.bind_affine(weight ? weight : &call.constant_channel(1.0f), bias);
+    call.bind_scalar("eps", static_cast<float>(eps));
+    const float *in_mean = call.bind_stat_2d(nullptr, "in_stats.0", C, N, true);
+    const float *in_rstd = call.bind_stat_2d(nullptr, "in_stats.1", C, N, true);
+    float *bn_mean = nullptr, *bn_rstd = nullptr, *bn_var = nullptr;
+    if (training) {
+        bn_mean = call.bind_channel_stat(nullptr, "bn_stats.0");
+        bn_rstd = call.bind_channel_stat(nullptr, "bn_stats.1");
+        bn_var = call.bind_channel_stat(nullptr, "bn_stats.2");
+    } else {
+        call.bind_channel(*running_mean, "running_mean", false);
+        call.bind_channel(*running_var, "running_var", false);
+    }
+    s = call.run("batch_instance_norm", "fwd", std::string("training=") + flag(training));
+    if (!s.ok()) return s;
+    store_block(save_mean, in_mean, N, C);
+    store_block(save_rstd, in_rstd, N, C);
+    if (training)
+        finish_bn_part(call, save_mean, save_rstd, bn_mean, bn_rstd, bn_mean, bn_var, running_mean, running_var,
+                       momentum, num_batches_tracked);
+    return s;
+}
+
+Status batch_instance_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
+                                    const TensorView &save_rstd, const TensorView &rho, const TensorView *weight,
+                                    bool training, const TensorView &dx, const TensorView *drho,
+                                    const TensorView *dweight, const TensorView *dbias) {
+    ChannelCall call(x);
+    Status s;
+    if (!(s = call.check_x()).ok() || !(s = call.check_like_x(dy, "dy")).ok() ||
+        !(s = call.check_per_channel(&rho, "rho", false)).ok() ||
+        !(s = call.check_per_channel(weight, "weight", false)).ok() || !(s = call.check_like_x(dx, "dx")).ok() ||
+        !(s = call.check_per_channel(drho, "drho", false)).ok() ||
+        !(s = call.check_per_channel(dweight, "dweight", false)).ok() ||
+        !(s = call.check_per_channel(dbias, "dbias", false)).ok())
+        return s;
+    const int64_t N = call.batch(), C = call.channels();
+    const char *packed = "(N + 1, C), as batch_instance_norm_forward wrote it";
+    if (!(s = check_packed(&save_mean, "save_mean", N + 1, C, packed)).ok() ||
+        !(s = check_packed(&save_rstd, "save_rstd", N + 1, C, packed)).ok())
+        return s;
+    s = check_backward_outputs("Batch-Instance Norm", dx, weight, dweight, dbias,
+                               {{&dy, "dy"}, {&x, "x"}, {&save_mean, "save_mean"}, {&save_rstd, "save_rstd"},
+                                {&rho, "rho"}, {drho, "drho"}});
+    if (s.ok() && drho)
+        s = check_no_overlap({{drho, "drho"}}, {{&dy, "dy"}, {&x, "x"}, {&rho, "rho"}, {weight, "weight"}});
+    if (!s.ok()) return s;
+    if (N * call.spatial() == 0) {
+        zero_param_grads(dweight, dbias);
+        if (drho) fill_zero(*drho);
+        return Status::OK();
+    }
+    const TensorView in_mean = packed_block(save_mean, N, C), in_rstd = packed_block(save_rstd, N, C);
+    const TensorView bn_mean = packed_row(save_mean, N, C), bn_rstd = packed_row(save_rstd, N, C);
+    call.bind_tensor(dy, "dy", false);
+    call.bind_tensor(x, "x", false);
+    call.bind_tensor(dx, "dx", true);
+    call.bind_stat_2d(&in_mean, "in_mean", C, N, false);
+    call.bind_stat_2d(&in_rstd, "in_rstd", C, N, false);
+    call.bind_vector(&bn_mean, "bn_mean", C, DType::f32, false);
+    call.bind_vector(&bn_rstd, "bn_rstd", C, DType::f32, false);
+    call.bind_channel(rho, "rho", false);
+    call.bind_channel(weight ? *weight : call.constant_channel(1.0f), "weight", false);
+    call.bind_channel(drho ? *drho : call.constant_channel(0.0f), "drho", true);
+    call.bind_channel(dweight ? *dweight : call.constant_channel(0.0f), "dweight", true);
+    call.bind_channel(dbias ? *dbias : call.constant_channel(0.0f), "dbias", true);
+    return call.run("batch_instance_norm", "bwd", std::string("training=") + flag(training));
+}
+
+Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weight, const TensorView &var_weight,
+                               const TensorView *weight, const TensorView *bias, const TensorView *running_mean,
+                               const TensorView *running_var, bool training, std::optional<double> momentum,
+                               double eps, const TensorView &y, const TensorView *save_mean,
+                               const TensorView *save_var, const TensorView *save_rstd,
+                               int64_t *num_batches_tracked) {
+    ChannelCall call(x);
+    Status s;
+    if (!(s = call.check_x()).ok() || !(s = check_logits(&mean_weight, "mean_weight", x.dtype)).ok() ||
+        !(s = check_logits(&var_weight, "var_weight", x.dtype)).ok() ||
+        !(s = call.check_per_channel(weight, "weight", false)).ok() ||
+        !(s = call.check_per_channel(bias, "bias", false)).ok() ||
+        !(s = call.check_per_channel(running_mean, "running_mean", true)).ok() ||
+        !(s = call.check_per_channel(running_var, "running_var", true)).ok() || !(s = check_eps(eps)).ok() ||
+        !(s = call.check_like_x(y, "y")).ok())
+        return s;
+    const int64_t N = call.batch(), C = call.channels();
+    const char *packed = "(N + 1, C + 1): IN statistics, LN per sample in the last column, BN in the last row";
+    if (!(s = check_packed(save_mean, "save_mean", N + 1, C + 1, packed)).ok() ||
+        !(s = check_packed(save_var, "save_var", N + 1, C + 1, packed)).ok() ||
+        !(s = check_packed(save_rstd, "save_rstd", N, C, "(N, C): the mixture's rstd per (sample, channel)")).ok() ||
+        !(s = check_bn_running_stats(call, running_mean, running_var, training, momentum, num_batches_tracked)).ok())
+        return s;
+    const bool updating = training && running_mean;
+    s = check_no_overlap({{&y, "y"}, {save_mean, "save_mean"}, {save_var, "save_var"}, {save_rstd, "save_rstd"},
+                          {updating ? running_mean : nullptr, "running_mean"},
+                          {updating ? running_var : nullptr, "running_var"}},
+                         {{&x, "x"}, {&mean_weight, "mean_weight"}, {&var_weight, "var_weight"}, {weight, "weight"},
+                          {bias, "bias"}, {updating ? nullptr : running_mean, "running_mean"},
+                          {updating ? nullptr : running_var, "running_var"}});
+    if (!s.ok()) return s;
+    for (const TensorView *t : {save_mean, save_var})
+        if (t) element(*t, N, C) = 0.0f;
+    if (!training) {
+        for (int64_t c = 0; c < C; c++) {
+            if (save_mean) element(*save_mean, N, c) = element(*running_mean, c);
+            if (save_var) element(*save_var, N, c) = element(*running_var, c);
+        }
+    }
+    if (N * call.spatial() == 0) return Status::OK();
+    call.bind_tensor(x, "x", false);
+    call.bind_tensor(y, "y", true);
+    call.bind_vector(&mean_weight, "mean_weight", 3, x.dtype, false);
+    call.bind_vector(&var_weight, "var_weight", 3, x.dtype, false);
+    call.bind_affine(weight ? weight : &call.constant_channel(1.0f), bias);
+    call.bind_scalar("eps", static_cast<float>(eps));
+    const float *in_mean = call.bind_stat_2d(nullptr, "in_stats.0", C, N, true);
+    const float *in_var = call.bind_stat_2d(nullptr, "in_stats.1", C, N, true);
+    const float *rstd = call.bind_stat_2d(nullptr, "in_stats.2", C, N, true);
+    const auto *ln_mean = static_cast<const float *>(call.bind_vector(nullptr, "ln_stats.0", N, DType::f32, true));
+    const auto *ln_var = static_cast<const float *>(call.bind_vector(nullptr, "ln_stats.1", N, DType::f32, true));
+    float *bn_mean = nullptr, *bn_var = nullptr;
+    if (training) {
+        bn_mean = call.bind_channel_stat(nullptr, "bn_stats.0");
+        bn_var = call.bind_channel_stat(nullptr, "bn_stats.1");
+    } else {
+        call.bind_channel(*running_mean, "running_mean", false);
+        call.bind_channel(*running_var, "running_var", false);
+    }
+    s = call.run("switchable_norm", "fwd", std::string("training=") + flag(training));
+    if (!s.ok()) return s;
+    store_block(save_mean, in_mean, N, C);
+    store_block(save_var, in_var, N, C);
+    store_block(save_rstd, rstd, N, C);
+    for (int64_t n = 0; n < N; n++) {
+        if (save_mean) element(*save_mean, n, C) = ln_mean[n];
+        if (save_var) element(*save_var, n, C) = ln_var[n];
+    }
+    if (training)
+        finish_bn_part(call, save_mean, save_var, bn_mean, bn_var, bn_mean, bn_var, running_mean, running_var,
+                       momentum, num_batches_tracked);
+    return s;
+}
+
+Status switchable_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
+                                const TensorView &save_var, const TensorView &save_rstd,
+                                const TensorView &mean_weight, const TensorView &var_weight,
+                                const TensorView *weight, bool training, const TensorView &dx,
+                                const TensorView *dmean_weight, const TensorView *dvar_weight,
+                                const TensorView *dweight, const TensorView *dbias) {
+    ChannelCall call(x);
+    Status s;
+    if (!(s = call.check_x()).ok() || !(s = call.check_like_x(dy, "dy")).ok() ||
+        !(s = check_logits(&mean_weight, "mean_weight", x.dtype)).ok() ||
+        !(s = check_logits(&var_weight, "var_weight", x.dtype)).ok() ||
+        !(s = call.check_per_channel(weight, "weight", false)).ok() || !(s = call.check_like_x(dx, "dx")).ok() ||
+        !(s = check_logits(dmean_weight, "dmean_weight", x.dtype)).ok() ||
+        !(s = check_logits(dvar_weight, "dvar_weight", x.dtype)).ok() ||
+        !(s = call.check_per_channel(dweight, "dweight", false)).ok() ||
+        !(s = call.check_per_channel(dbias, "dbias", false)).ok())
+        return s;
+    const int64_t N = call.batch(), C = call.channels();
+    const char *packed = "(N + 1, C + 1), as switchable_norm_forward wrote it";
+    if (!(s = check_packed(&save_mean, "save_mean", N + 1, C + 1, packed)).ok() ||
+        !(s = check_packed(&save_var, "save_var", N + 1, C + 1, packed)).ok() ||
+        !(s = check_packed(&save_rstd, "save_rstd", N, C, "(N, C), as switchable_norm_forward wrote it")).ok())
+        return s;
+    const std::vector<std::pair<const TensorView *, const char *>> inputs = {
+        {&dy, "dy"}, {&x, "x"}, {&save_mean, "save_mean"}, {&save_var, "save_var"}, {&save_rstd, "save_rstd"},
+        {&mean_weight, "mean_weight"}, {&var_weight, "var_weight"}, {dmean_weight, "dmean_weight"},
+        {dvar_weight, "dvar_weight"}};
+    s = check_backward_outputs("Switchable Norm", dx, weight, dweight, dbias, inputs);
+    if (s.ok())
+        s = check_no_overlap({{dmean_weight, "dmean_weight"}, {dvar_weight, "dvar_weight"}},
+                             {{&dy, "dy"}, {&x, "x"}, {&mean_weight, "mean_weight"}, {&var_weight, "var_weight"},
+                              {weight, "weight"}});
+    if (!s.ok()) return s;
+    if (N * call.spatial() == 0) {
+        zero_param_grads(dweight, dbias);
+        for (const TensorView *t : {dmean_weight, dvar_weight})
+            if (t) fill_zero(*t);
+        return Status::OK();
+    }
+    const TensorView in_mean = packed_block(save_mean, N, C), in_var = packed_block(save_var, N, C);
+    const TensorView ln_mean = packed_col(save_mean, C, N), ln_var = packed_col(save_var, C, N);
+    const TensorView bn_mean = packed_row(save_mean, N, C), bn_var = packed_row(save_var, N, C);
+    call.bind_tensor(dy, "dy", false);
+    call.bind_tensor(x, "x", false);
+    call.bind_tensor(dx, "dx", true);
+    call.bind_stat_2d(&in_mean, "in_mean", C, N, false);
+    call.bind_stat_2d(&in_var, "in_var", C, N, false);
+    call.bind_stat_2d(&save_rstd, "rstd", C, N, false);
+    call.bind_vector(&ln_mean, "ln_mean", N, DType::f32, false);
+    call.bind_vector(&ln_var, "ln_var", N, DType::f32, false);
+    call.bind_vector(&bn_mean, "bn_mean", C, DType::f32, false);
+    call.bind_vector(&bn_var, "bn_var", C, DType::f32, false);
+    call.bind_vector(&mean_weight, "mean_weight", 3, x.dtype, false);
+    call.bind_vector(&var_weight, "var_weight", 3, x.dtype, false);
+    call.bind_channel(weight ? *weight : call.constant_channel(1.0f), "weight", false);
+    call.bind_channel(dweight ? *dweight : call.constant_channel(0.0f), "dweight", true);
+    call.bind_channel(dbias ? *dbias : call.constant_channel(0.0f), "dbias", true);
+    call.bind_vector(dmean_weight, "dmean_weight", 3, x.dtype, true);
+    call.bind_vector(dvar_weight, "dvar_weight", 3, x.dtype, true);
+    return call.run("switchable_norm", "bwd", std::string("training=") + flag(training));
+}
+
+}  // namespace normgen
