@@ -1,11 +1,15 @@
 # Expands generators/kernels.list into Halide libraries and the runtime's dispatch
 # table. The list is the single source of truth: nothing here names an op.
 #
-#   normgen_add_kernels(LIST <file> GENERATOR <generator target> RUNTIME <runtime target>
-#                       TABLE <output .inc> OUT_LIBS <var>)
+#   normgen_add_kernels(LIST <file> [TUNED <file>] GENERATOR <generator target>
+#                       RUNTIME <runtime target> TABLE <output .inc> OUT_LIBS <var>)
 #
 # Each kernel becomes a static Halide library named after the kernel; the table file
 # gets one `NORMGEN_KERNEL(...)` row per kernel and the header includes it needs.
+# TUNED: a tuned table (schedules/tuned/, written by `normgen-tune export`) in the same
+# grammar, whose lines carry the winning `schedule=` and usually a `shape=` (rows x cols,
+# or N x C x spatial): the runtime prefers a kernel whose shape is the call's, then a
+# tuned kernel without a shape, then the kernel list's.
 
 # Target strings per target class. CPU: multi-target, best first; the Halide runtime
 # picks the first whose features this CPU has, the last is the baseline. Zen 4 gets
@@ -37,12 +41,21 @@ function(_normgen_norm_value v out)
 endfunction()
 
 function(normgen_add_kernels)
-    cmake_parse_arguments(PARSE_ARGV 0 ARG "" "LIST;GENERATOR;RUNTIME;TABLE;OUT_LIBS" "")
-    file(STRINGS "${ARG_LIST}" lines)
-    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${ARG_LIST}")
+    cmake_parse_arguments(PARSE_ARGV 0 ARG "" "LIST;TUNED;GENERATOR;RUNTIME;TABLE;OUT_LIBS" "")
     set(libs "")
     set(includes "")
     set(rows "")
+    set(sources "${ARG_LIST} ${ARG_TUNED}")
+    foreach (list_file IN ITEMS "${ARG_LIST}" "${ARG_TUNED}")
+    if (list_file STREQUAL "")
+        continue()
+    endif ()
+    if (NOT EXISTS "${list_file}")
+        message(FATAL_ERROR "normgen: kernel list ${list_file} does not exist")
+    endif ()
+    set(ARG_LIST "${list_file}")
+    file(STRINGS "${ARG_LIST}" lines)
+    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${ARG_LIST}")
     set(lineno 0)
     foreach (line IN LISTS lines)
         math(EXPR lineno "${lineno} + 1")
@@ -65,6 +78,7 @@ function(normgen_add_kernels)
         set(dtypes "")
         set(layouts "")
         set(schedule "")
+        set(shape "")
         set(variant_keys "")
         foreach (kv IN LISTS kvs)
             if (NOT kv MATCHES "^([a-z_0-9]+)=(.+)$")
@@ -77,7 +91,15 @@ function(normgen_add_kernels)
             elseif (k STREQUAL "layouts")
                 string(REPLACE "," ";" layouts "${v}")
             elseif (k STREQUAL "schedule")
+                if (NOT v MATCHES "^([a-z_0-9]+:-?[0-9]+)(,[a-z_0-9]+:-?[0-9]+)*$")
+                    message(FATAL_ERROR "${ARG_LIST}:${lineno}: schedule= expects knob:value,knob:value, got '${v}'")
+                endif ()
                 set(schedule "${v}")
+            elseif (k STREQUAL "shape")
+                if (NOT v MATCHES "^[1-9][0-9]*(x[1-9][0-9]*)*$")
+                    message(FATAL_ERROR "${ARG_LIST}:${lineno}: shape= expects sizes like 8192x1024, got '${v}'")
+                endif ()
+                set(shape "${v}")
             else ()
                 list(APPEND variant_keys "${k}")
                 string(REPLACE "," ";" "values_${k}" "${v}")
@@ -136,6 +158,17 @@ function(normgen_add_kernels)
                     if (schedule)
                         list(APPEND params "schedule=${schedule}")
                     endif ()
+                    # Tuned kernels: named by their shape, or (shape-generic) by their knobs.
+                    if (shape)
+                        string(APPEND name "_s${shape}")
+                    elseif (schedule)
+                        string(MD5 knob_hash "${schedule}")
+                        string(SUBSTRING "${knob_hash}" 0 8 knob_hash)
+                        string(APPEND name "_k${knob_hash}")
+                    endif ()
+                    if (TARGET ${name})
+                        message(FATAL_ERROR "${ARG_LIST}:${lineno}: kernel ${name} is listed twice")
+                    endif ()
                     add_halide_library(${name} FROM ${ARG_GENERATOR}
                                        GENERATOR ${op}_${dir}
                                        FUNCTION_NAME ${name}
@@ -144,12 +177,13 @@ function(normgen_add_kernels)
                                        PARAMS ${params})
                     list(APPEND libs ${name})
                     string(APPEND includes "#include \"${name}.h\"\n")
-                    string(APPEND rows "NORMGEN_KERNEL(${name}, \"${op}\", \"${dir}\", \"${d}\", \"${l}\", \"${variant}\", 0, \"cpu\", \"${schedule}\")\n")
+                    string(APPEND rows "NORMGEN_KERNEL(${name}, \"${op}\", \"${dir}\", \"${d}\", \"${l}\", \"${variant}\", \"${shape}\", \"cpu\", \"${schedule}\")\n")
                 endforeach ()
             endforeach ()
         endforeach ()
     endforeach ()
-    set(content "// MACHINE GENERATED — DO NOT EDIT.\n// Regenerate: cmake configure (cmake/NormgenKernels.cmake) from ${ARG_LIST}.\n// Halide ${Halide_VERSION}; cpu targets: ${NORMGEN_CPU_TARGETS}\n#ifdef NORMGEN_KERNEL_INCLUDES\n${includes}#else\n${rows}#endif\n")
+    endforeach ()
+    set(content "// MACHINE GENERATED — DO NOT EDIT.\n// Regenerate: cmake configure (cmake/NormgenKernels.cmake) from ${sources}.\n// Halide ${Halide_VERSION}; cpu targets: ${NORMGEN_CPU_TARGETS}\n#ifdef NORMGEN_KERNEL_INCLUDES\n${includes}#else\n${rows}#endif\n")
     file(CONFIGURE OUTPUT "${ARG_TABLE}" CONTENT "${content}" @ONLY)
     set(${ARG_OUT_LIBS} "${libs}" PARENT_SCOPE)
 endfunction()

@@ -331,7 +331,7 @@ PYBIND11_MODULE(_normgen, m) {
             d["dtype"] = k.dtype;
             d["layout"] = k.layout;
             d["variant"] = k.variant;
-            d["cols"] = k.cols;
+            d["shape"] = k.shape;
             d["target"] = k.target;
             d["schedule"] = k.schedule;
             out.append(d);

@@ -20,8 +20,8 @@ namespace {
 
 std::vector<Kernel> build_table() {
     std::vector<Kernel> t;
-#define NORMGEN_KERNEL(fn, op, dir, dtype, layout, variant, cols, target, schedule) \
-    t.push_back(Kernel{KernelInfo{#fn, op, dir, dtype, layout, variant, cols, target, schedule}, &fn##_argv, &fn##_metadata});
+#define NORMGEN_KERNEL(fn, op, dir, dtype, layout, variant, shape, target, schedule) \
+    t.push_back(Kernel{KernelInfo{#fn, op, dir, dtype, layout, variant, shape, target, schedule}, &fn##_argv, &fn##_metadata});
 #include "normgen/kernel_table.inc"
 #undef NORMGEN_KERNEL
     return t;
@@ -99,6 +99,8 @@ const Kernel *select_kernel(const Request &req, std::string *why) {
     int best_rank = 1 << 30;
     std::string skipped;
     const char *dtype = dtype_name(req.dtype);
+    std::string shape;
+    for (int64_t d : req.shape) shape += (shape.empty() ? "" : "x") + std::to_string(d);
     for (const Kernel &k : kernel_table()) {
         const KernelInfo &i = k.info;
         if (std::strcmp(i.op, req.op) || std::strcmp(i.dir, req.dir) || std::strcmp(i.dtype, dtype) ||
@@ -108,14 +110,16 @@ const Kernel *select_kernel(const Request &req, std::string *why) {
         std::string reason;
         if (!generic && std::strcmp(i.layout, req.layout) != 0)
             reason = std::string("is for the ") + i.layout + " layout, the call's is " + req.layout;
-        if (reason.empty() && i.cols != 0 && i.cols != req.cols)
-            reason = "specialized for cols=" + std::to_string(i.cols);
+        const bool shaped = *i.shape != 0, tuned = *i.schedule != 0;
+        if (reason.empty() && shaped && shape != i.shape)
+            reason = std::string("tuned for shape ") + i.shape + ", the call's is " + shape;
         if (!reason.empty()) {
             if (verbose_dispatch()) skipped += std::string("\n  skipped ") + i.name + ": " + reason;
             continue;
         }
-        // Shape-specialized first, then the call's layout, then the strided generic.
-        int rank = (i.cols != 0 ? 0 : 2) + (generic ? 1 : 0);
+        // A kernel tuned for the call's shape first, then a tuned one for any shape,
+        // then the kernel list's for the call's layout, then the strided generic.
+        const int rank = shaped ? 0 : 1 + (generic ? 2 : 0) + (tuned ? 0 : 1);
         if (rank < best_rank) {
             if (best && verbose_dispatch())
                 skipped += std::string("\n  skipped ") + best->info.name + ": less specialized than " + i.name;

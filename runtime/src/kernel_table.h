@@ -42,12 +42,13 @@ struct Request {
     DType dtype;
     std::string variant;  // "k=v,k=v" sorted by key, as in the table
     const char *layout;   // the layout every buffer has (contig, nchw, nhwc) or "strided"
-    int64_t cols;         // the normalized row length (for shape-specialized kernels)
-    std::vector<int64_t> shape;  // for the descriptor in logs
+    // The problem's shape: (rows, cols) or (N, C, spatial); kernels tuned for a shape
+    // match it joined with 'x'.
+    std::vector<int64_t> shape;
 };
 
-// The best kernel for `req`: a shape-specialized one, then one for the call's layout,
-// then the strided generic. nullptr (with a message in *why) if none fits.
+// The best kernel for `req`: one tuned for its shape, then a tuned one for any shape,
+// then the kernel list's for the call's layout, then the strided generic. nullptr (with a message in *why) if none fits.
 const Kernel *select_kernel(const Request &req, std::string *why);
 
 // Run `k` with `args`; a non-zero return or a Halide error becomes a Status.

@@ -123,7 +123,7 @@ void RowCall::bind_scalar(const char *arg, float v) {
 }
 
 Status RowCall::run(const char *op, const char *dir, const std::string &variant) {
-    Status s = dispatch({op, dir, x_.dtype, variant, unit_stride_ ? "contig" : "strided", cols_, row_shape()}, args_);
+    Status s = dispatch({op, dir, x_.dtype, variant, unit_stride_ ? "contig" : "strided", row_shape()}, args_);
     if (!s.ok()) return s;
     for (const Bound &b : bound_)
         if (b.out_view) Staging::scatter(b.stage, *b.out_view);

@@ -217,12 +217,12 @@ def test_every_row_norm_kernel_dispatches_and_matches(kernel):
     dtype = _TORCH_DTYPE[kernel["dtype"]]
     flags = dict(kv.split("=") for kv in kernel["variant"].split(",") if kv)
     has_w, has_b = flags.get("has_weight") == "1", flags.get("has_bias") == "1"
-    n = kernel["cols"] or 77
+    rows, n = map(int, kernel["shape"].split("x")) if kernel["shape"] else (19, 77)  # tuned kernels: their shape
     stride = 2 if kernel["layout"] == "strided" else 1
-    x = torch.randn(19, n * stride).to(dtype)[:, ::stride]
+    x = torch.randn(rows, n * stride).to(dtype)[:, ::stride]
     w = (1 + 0.5 * torch.randn(n)).to(dtype) if has_w else None
     b = torch.randn(n).to(dtype) if has_b else None
-    dy = torch.randn(19, n * stride).to(dtype)[:, ::stride]
+    dy = torch.randn(rows, n * stride).to(dtype)[:, ::stride]
     if flags.get("add_residual") == "1" or flags.get("has_ds") == "1":
         _check_add_norm_kernel(kernel, x, w, b, dy)
         return

@@ -329,7 +329,7 @@ struct KernelInfo {
     const char *dtype;     // f32 | f16 | bf16
     const char *layout;    // contig | strided
     const char *variant;   // generator params, e.g. "has_bias=1,has_weight=1"
-    int64_t cols;          // shape specialization (0: any)
+    const char *shape;     // shape specialization ("": any): rows x cols, or N x C x spatial
     const char *target;    // cpu | cuda
     const char *schedule;  // schedule knobs ("" = defaults)
 };

@@ -1,0 +1,115 @@
+"""normgen-tune end to end: every sampled schedule compiles and matches the default on
+small shapes, a killed run resumes without losing or repeating trials, merge, and the
+errors for corrupt, foreign and malformed input. The binary comes from $NORMGEN_TUNE."""
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+TUNE = os.environ.get("NORMGEN_TUNE", "")
+pytestmark = pytest.mark.skipif(not os.path.exists(TUNE), reason="NORMGEN_TUNE does not name the normgen-tune binary")
+FAST = ["--rounds", "1", "--repeats", "1"]
+
+
+def tune(*args, check=True):
+    r = subprocess.run([TUNE, *args], capture_output=True, text=True, timeout=600)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def trials(db):
+    with sqlite3.connect(db) as c:
+        return c.execute("SELECT workload, schedule, status, median_ms, default_ms, max_rel_diff FROM trials").fetchall()
+
+
+@pytest.mark.parametrize("workload", ["layer_norm:fwd:f32:48x200", "rms_norm:bwd:bf16:40x130:strided",
+                                      "batch_norm:bwd:f32:3x16x5x7:nhwc", "group_norm:fwd:f16:2x64x3x3:nchw",
+                                      "switchable_norm:fwd:f32:2x8x5x5:strided"])
+def test_every_sampled_schedule_compiles_and_matches(tmp_path, workload):
+    db = str(tmp_path / "t.db")
+    r = tune("run", "--db", db, "--workload", workload, "--budget", "6", *FAST)
+    rows = trials(db)
+    assert len(rows) == 6, rows
+    bad = [row for row in rows if row[2] != "ok"]
+    assert not bad, bad
+    assert all(row[3] > 0 and row[4] > 0 for row in rows)
+    assert "best" in r.stdout and workload.split(":")[0] in r.stdout
+    best = tune("best", "--db", db).stdout.splitlines()
+    assert len(best) == 1 and best[0].startswith(workload.split(":")[0])
+
+
+def test_killed_run_resumes(tmp_path):
+    db = str(tmp_path / "t.db")
+    args = ["run", "--db", db, "--workload", "layer_norm:bwd:f32:64x300", "--budget", "9", *FAST]
+    p = subprocess.Popen([TUNE, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if os.path.exists(db) and len(trials(db)) >= 3:
+            break
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    before = trials(db)
+    assert 3 <= len(before) < 9
+    # Without --resume the log refuses to mix a second search into the first.
+    r = tune(*args, check=False)
+    assert r.returncode == 2 and "--resume" in r.stderr
+    r = tune(*args, "--resume")
+    after = trials(db)
+    assert len(after) == 9 and set(before) <= set(after)
+    assert f"{9 - len(before)} measured, {len(before)} from the log" in r.stdout
+
+
+def test_merge(tmp_path):
+    a, b, out = (str(tmp_path / n) for n in ("a.db", "b.db", "out.db"))
+    tune("run", "--db", a, "--workload", "rms_norm:fwd:f32:32x128", "--budget", "3", *FAST)
+    tune("run", "--db", b, "--workload", "batch_norm:fwd:f32:2x8x4x4", "--budget", "3", *FAST)
+    r = tune("merge", "--db", out, a, b)
+    assert "3 new trial(s)" in r.stdout
+    assert len(trials(out)) == 6
+    r = tune("merge", "--db", out, a)
+    assert "0 new trial(s)" in r.stdout and len(trials(out)) == 6
+
+
+def test_corrupt_foreign_and_bad_input(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    r = tune("best", "--db", str(junk), check=False)
+    assert r.returncode == 2 and "junk.db" in r.stderr and "database" in r.stderr
+    foreign = str(tmp_path / "foreign.db")
+    with sqlite3.connect(foreign) as c:
+        c.execute("CREATE TABLE t (x)")
+    r = tune("best", "--db", foreign, check=False)
+    assert r.returncode == 2 and "another application" in r.stderr
+    r = tune("merge", "--db", str(tmp_path / "m.db"), str(junk), check=False)
+    assert r.returncode == 2 and "junk.db" in r.stderr
+    r = tune("run", "--db", str(tmp_path / "x.db"), "--workload", "layer_norm:fwd:f64:8x8", check=False)
+    assert r.returncode == 2 and "dtype" in r.stderr
+    r = tune("run", "--db", str(tmp_path / "x.db"), "--workload", "batch_norm:fwd:f32:2x8x4x4:contig", check=False)
+    assert r.returncode == 2 and "layout" in r.stderr
+
+
+def test_export_writes_the_winners_as_a_tuned_table(tmp_path):
+    db, out = str(tmp_path / "t.db"), tmp_path / "tuned.list"
+    tune("run", "--db", db, "--workload", "rms_norm:fwd:f32:4x16x512", "--budget", "2", *FAST)
+    with sqlite3.connect(db) as c:  # a clear winner, and one within the gain threshold
+        target, machine, hv, commit = c.execute(
+            "SELECT target, machine, halide_version, normgen_commit FROM trials LIMIT 1").fetchone()
+        for wl, sched, ms in (("rms_norm:fwd:f32:4x16x512:contig", "accumulators:4,rows_per_task:8", 0.5),
+                              ("batch_norm:bwd:f32:2x8x3x3:nhwc", "block_kib:64", 0.99)):
+            c.execute("INSERT INTO trials (workload, target, threads, schedule, status, median_ms, default_ms, "
+                      "max_rel_diff, compile_s, error, machine, halide_version, normgen_commit, created) "
+                      "VALUES (?, ?, 1, ?, 'ok', ?, 1.0, 0, 0, '', ?, ?, ?, 'now')",
+                      (wl, target, sched, ms, machine, hv, commit))
+    r = tune("export", "--db", db, "--out", str(out), "--target", target)
+    assert "1 tuned kernel(s)" in r.stdout
+    lines = [ln for ln in out.read_text().splitlines() if not ln.startswith("#")]
+    assert lines == ["rms_norm fwd dtypes=f32 layouts=contig has_weight=true "
+                     "schedule=accumulators:4,rows_per_task:8 shape=64x512"]
+    assert "GENERATED by normgen-tune export" in out.read_text()
+    r = tune("export", "--db", db, "--out", str(out), "--target", target, "--threads", "2")
+    assert "0 tuned kernel(s)" in r.stdout

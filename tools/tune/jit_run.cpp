@@ -1,0 +1,194 @@
+#include "jit_run.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+#include <set>
+#include <stdexcept>
+
+using namespace Halide;
+
+namespace normgen::tune {
+
+namespace {
+
+double now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+bool in(const std::string &s, std::initializer_list<const char *> names) {
+    for (const char *n : names)
+        if (s == n) return true;
+    return false;
+}
+
+// Apply f(float) -> float to every element of a float32/float16/bfloat16 buffer.
+template <typename F>
+void each_float(Buffer<> &b, F f) {
+    if (b.type() == Float(32)) {
+        b.as<float>().for_each_value([&](float &v) { v = f(v); });
+    } else if (b.type() == Float(16)) {
+        b.as<float16_t>().for_each_value([&](float16_t &v) { v = float16_t(f(float(v))); });
+    } else if (b.type() == BFloat(16)) {
+        b.as<bfloat16_t>().for_each_value([&](bfloat16_t &v) { v = bfloat16_t(f(float(v))); });
+    } else {
+        throw std::invalid_argument("unsupported buffer type " + type_to_c_type(b.type(), false));
+    }
+}
+
+std::vector<double> values_of(const Buffer<> &b) {
+    std::vector<double> out;
+    Buffer<> c = b;
+    each_float(c, [&](float v) {
+        out.push_back(v);
+        return v;
+    });
+    return out;
+}
+
+}  // namespace
+
+JitWorkload::Shape JitWorkload::shape_of(const std::string &name, int dims) const {
+    const Workload &w = w_;
+    Shape s;
+    const bool tensor = in(name, {"x", "y", "dy", "dx", "residual", "s", "ds"});
+    if (w.row_family) {
+        const int cols = static_cast<int>(w.cols()), rows = static_cast<int>(w.rows());
+        if (tensor) s = {{cols, rows}, {}, w.layout == "strided"};
+        else if (in(name, {"weight", "bias", "dweight", "dbias"})) s.sizes = {cols};
+        else s.sizes = {rows};
+        return s;
+    }
+    const int S = static_cast<int>(w.spatial()), C = static_cast<int>(w.channels()), N = static_cast<int>(w.batch());
+    const int G = w.groups, J = G ? C / G : 0;
+    const bool group_op = G > 0;
+    if (tensor) {
+        if (dims == 4) s.sizes = {S, J, G, N};
+        else s.sizes = {S, C, N};
+        if (w.layout == "nhwc") s.storage_order = {1, 0, 2};
+        s.strided = w.layout == "strided";
+    } else if (name == "channel_sums") {
+        s.sizes = dims == 3 ? std::vector<int>{J, G, N} : std::vector<int>{C, N};
+    } else if (group_op && in(name, {"mean", "rstd", "stats"})) {
+        s.sizes = {G, N};
+    } else if (group_op && dims == 2) {
+        s.sizes = {J, G};  // per-channel parameters of split views
+    } else if (dims == 2) {
+        s.sizes = {C, N};  // per-(channel, sample) statistics
+    } else if (in(name, {"ln_stats", "ln_mean", "ln_var"})) {
+        s.sizes = {N};
+    } else if (in(name, {"mean_weight", "var_weight", "dmean_weight", "dvar_weight"})) {
+        s.sizes = {3};
+    } else {
+        s.sizes = {C};
+    }
+    return s;
+}
+
+Buffer<> JitWorkload::make_buffer(const std::string &name, const Type &t, int dims, bool fill) {
+    Shape s = shape_of(name, dims);
+    if (static_cast<int>(s.sizes.size()) != dims)
+        throw std::runtime_error("argument '" + name + "': expected " + std::to_string(dims) + " dims, the workload gives " +
+                                 std::to_string(s.sizes.size()));
+    Buffer<> b;
+    if (s.strided) {
+        std::vector<int> sizes = s.sizes;
+        sizes.insert(sizes.begin(), 2);
+        b = Buffer<>(t, sizes).sliced(0, 0);  // dim 0 with stride 2
+    } else if (!s.storage_order.empty()) {
+        b = Buffer<>(t, s.sizes, s.storage_order);
+    } else {
+        b = Buffer<>(t, s.sizes);
+    }
+    if (!fill) return b;
+    std::mt19937 rng(static_cast<unsigned>(std::hash<std::string>()(name)));
+    std::normal_distribution<float> nd(1.f, 1.f);
+    std::uniform_real_distribution<float> ud(0.f, 1.f);
+    const bool positive = name.find("rstd") != std::string::npos || name.find("var") != std::string::npos;
+    each_float(b, [&](float) {
+        if (positive) return 0.5f + ud(rng);
+        if (name == "rho") return ud(rng);
+        return nd(rng);
+    });
+    return b;
+}
+
+Instance JitWorkload::instantiate(const std::string &knobs) {
+    const double t0 = now();
+    auto gen = Internal::GeneratorRegistry::create(w_.generator, GeneratorContext(target_));
+    if (!gen) throw std::runtime_error("no generator named " + w_.generator);
+    for (const auto &[k, v] : w_.params) gen->set_generatorparam_value(k, v);
+    gen->set_generatorparam_value("schedule", knobs);
+    Instance inst;
+    inst.knobs = knobs;
+    inst.pipeline = gen->build_pipeline();
+    for (const auto &info : gen->arginfos()) {
+        if (info.dir == Internal::ArgInfoDirection::Input) {
+            for (Parameter &p : gen->input_parameter(info.name)) {
+                if (!p.is_buffer()) {
+                    if (p.type() == Float(32)) p.set_scalar<float>(1e-5f);
+                    else if (p.type() == Int(32) && info.name == "groups") p.set_scalar<int32_t>(w_.groups);
+                    else throw std::runtime_error("the tuner cannot bind scalar argument '" + info.name + "'");
+                    continue;
+                }
+                auto it = inputs_.find(info.name);
+                if (it == inputs_.end())
+                    it = inputs_.emplace(info.name, make_buffer(info.name, info.types[0], info.dimensions, true)).first;
+                p.set_buffer(it->second);
+            }
+        } else {
+            for (const Type &t : info.types) inst.outputs.push_back(make_buffer(info.name, t, info.dimensions, false));
+        }
+    }
+    inst.pipeline.compile_jit(target_);
+    inst.compile_seconds = now() - t0;
+    return inst;
+}
+
+size_t JitWorkload::bytes(const Instance &i) const {
+    size_t n = 0;
+    for (const auto &[name, b] : inputs_) n += b.number_of_elements() * b.type().bytes();
+    for (const Buffer<> &b : i.outputs) n += b.number_of_elements() * b.type().bytes();
+    return n;
+}
+
+double JitWorkload::max_rel_diff(const Instance &a, const Instance &b) {
+    double worst = 0;
+    for (size_t k = 0; k < a.outputs.size() && k < b.outputs.size(); k++) {
+        std::vector<double> va = values_of(a.outputs[k]), vb = values_of(b.outputs[k]);
+        double scale = 1, diff = 0;
+        for (size_t i = 0; i < vb.size(); i++) {
+            scale = std::max(scale, std::fabs(vb[i]));
+            const double d = std::fabs(va[i] - vb[i]);
+            diff = std::max(diff, std::isnan(d) ? INFINITY : d);
+        }
+        worst = std::max(worst, diff / scale);
+    }
+    return worst;
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+}
+
+std::vector<double> time_interleaved(std::vector<Instance *> instances, int rounds, int repeats, int warmup) {
+    std::vector<std::vector<double>> samples(instances.size());
+    for (Instance *i : instances)
+        for (int k = 0; k < warmup; k++) i->run();
+    for (int r = 0; r < rounds; r++)
+        for (size_t j = 0; j < instances.size(); j++) {
+            instances[j]->run();  // lead-in: this instance's data back in cache
+            for (int k = 0; k < repeats; k++) {
+                const double t0 = now();
+                instances[j]->run();
+                samples[j].push_back(now() - t0);
+            }
+        }
+    std::vector<double> out;
+    for (auto &s : samples) out.push_back(median(s));
+    return out;
+}
+
+}  // namespace normgen::tune

@@ -1,0 +1,56 @@
+// JIT instances of a workload's generator with a given schedule-knob string: the same
+// algorithm and schedule code the AOT build runs, so a measured winner is exactly what
+// the build emits with that string. Every instance of a workload reads the same input
+// buffers (bound by argument name).
+#pragma once
+
+#include "workload.h"
+
+#include "Halide.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace normgen::tune {
+
+struct Instance {
+    std::string knobs;
+    Halide::Pipeline pipeline;
+    std::vector<Halide::Buffer<>> outputs;
+    double compile_seconds = 0;
+    void run() { pipeline.realize(Halide::Realization(outputs)); }
+};
+
+class JitWorkload {
+public:
+    JitWorkload(const Workload &w, const Halide::Target &t) : w_(w), target_(t) {}
+    // Generate, bind and JIT-compile; throws (Halide::Error, std::exception) on failure.
+    Instance instantiate(const std::string &knobs);
+    // Bytes of every input and output buffer (for the copy reference).
+    size_t bytes(const Instance &i) const;
+    // max |a - b| / max(1, max |b|) over every output element (b: the reference).
+    static double max_rel_diff(const Instance &a, const Instance &b);
+    const Workload &workload() const { return w_; }
+
+private:
+    struct Shape {
+        std::vector<int> sizes;
+        std::vector<int> storage_order;  // empty: dim 0 innermost
+        bool strided = false;            // dim 0 with stride 2 (the strided layouts)
+    };
+    Shape shape_of(const std::string &name, int dims) const;
+    Halide::Buffer<> make_buffer(const std::string &name, const Halide::Type &t, int dims, bool fill);
+
+    Workload w_;
+    Halide::Target target_;
+    std::map<std::string, Halide::Buffer<>> inputs_;
+};
+
+// Median seconds of `repeats` runs each of `instances`, interleaved over `rounds`
+// rounds after `warmup` untimed runs each.
+std::vector<double> time_interleaved(std::vector<Instance *> instances, int rounds, int repeats, int warmup = 2);
+
+double median(std::vector<double> v);
+
+}  // namespace normgen::tune

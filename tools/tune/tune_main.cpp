@@ -1,0 +1,407 @@
+// normgen-tune: per-shape schedule search with a resumable SQLite trial log.
+//
+//   normgen-tune run   --db FILE (--workload D | --suite FILE)... [--budget N] [--threads T]
+//                      [--seed S] [--rounds R] [--repeats K] [--resume]
+//   normgen-tune time  <workload> [--threads T] [knobs...]   time knob strings side by side
+//   normgen-tune best  --db FILE                              the winners, one line each
+//   normgen-tune merge --db OUT IN...                         add IN's trials to OUT
+//   normgen-tune export --db FILE --out LIST [--threads T] [--min-gain G]
+//                      the winners as a tuned kernel table (schedules/tuned/)
+//
+// A workload is a benchmark descriptor, <op>:<dir>:<dtype>:<shape>[:<layout>]. The search
+// JIT-compiles the generator with knob strings of the family's parameter struct (the
+// same algorithm and schedule code as the AOT build): Latin-hypercube samples first,
+// then one-knob steps from the best so far. Each candidate runs against the default
+// schedule (outputs must match it), interleaved with it (warm-up, rounds x repeats,
+// medians), and is recorded as one committed row: an interrupted run loses no finished
+// trial, and `--resume` replays the same (seeded) sequence, measuring only what is new.
+#include "jit_run.h"
+#include "trial_db.h"
+#include "workload.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <numeric>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace normgen::tune;
+
+namespace {
+
+double now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::string machine_description() {
+    std::ifstream in("/proc/cpuinfo");
+    std::string line, model = "unknown cpu";
+    while (std::getline(in, line))
+        if (line.rfind("model name", 0) == 0) {
+            model = line.substr(line.find(':') + 2);
+            break;
+        }
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    return model + " (" + std::to_string(std::thread::hardware_concurrency()) + " threads) on " + host;
+}
+
+std::string normgen_commit() {
+    std::string cmd = std::string("git -C '") + NORMGEN_SOURCE_DIR + "' rev-parse --short HEAD 2>/dev/null";
+    FILE *p = popen(cmd.c_str(), "r");
+    if (!p) return "unknown";
+    char buf[64] = "";
+    if (!std::fgets(buf, sizeof buf, p)) buf[0] = 0;
+    pclose(p);
+    std::string s = buf;
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+    return s.empty() ? "unknown" : s;
+}
+
+std::string halide_version() {
+    return std::to_string(HALIDE_VERSION_MAJOR) + "." + std::to_string(HALIDE_VERSION_MINOR) + "." +
+           std::to_string(HALIDE_VERSION_PATCH);
+}
+
+// Largest output difference vs the default schedule still counted as a match: the
+// reassociation of float32 reductions, plus one rounding of the storage type.
+double tolerance(const std::string &dtype) {
+    if (dtype == "bf16") return 1.6e-2;
+    if (dtype == "f16") return 2e-3;
+    return 2e-4;
+}
+
+struct Options {
+    std::string db;
+    std::vector<std::string> workloads;
+    int budget = 24, threads = 1, rounds = 3, repeats = 5;
+    unsigned seed = 1;
+    bool resume = false;
+};
+
+class Progress {
+public:
+    explicit Progress(int total) : total_(total), tty_(isatty(STDERR_FILENO)), t0_(now()) {}
+    void update(int done, const std::string &what, const std::string &best) {
+        const double el = now() - t0_, eta = done ? el / done * (total_ - done) : 0;
+        char line[512];
+        std::snprintf(line, sizeof line, "[%3d/%d] %s | best %s | ETA %.0fs", done, total_, what.c_str(),
+                      best.c_str(), eta);
+        if (tty_) std::fprintf(stderr, "\r\033[K%s", line);
+        else std::fprintf(stderr, "%s\n", line);
+        std::fflush(stderr);
+    }
+    void finish() {
+        if (tty_) std::fprintf(stderr, "\n");
+    }
+
+private:
+    int total_;
+    bool tty_;
+    double t0_;
+};
+
+// The knob indices of candidate i: Latin-hypercube samples (each knob's values split
+// into strata, one stratum per sample, shuffled per knob) for the first half of the
+// budget; later candidates come from local steps (`step`).
+std::vector<std::vector<int>> latin_hypercube(const std::vector<KnobSpec> &space, int n, std::mt19937 &rng) {
+    std::vector<std::vector<int>> pts(n, std::vector<int>(space.size()));
+    for (size_t d = 0; d < space.size(); d++) {
+        std::vector<int> perm(n);
+        std::iota(perm.begin(), perm.end(), 0);
+        std::shuffle(perm.begin(), perm.end(), rng);
+        std::uniform_real_distribution<double> u(0, 1);
+        const int k = static_cast<int>(space[d].values.size());
+        for (int i = 0; i < n; i++) pts[i][d] = std::min(k - 1, static_cast<int>((perm[i] + u(rng)) * k / n));
+    }
+    return pts;
+}
+
+int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, const Halide::Target &target,
+                  const std::string &machine) {
+    Workload w = Workload::parse(descriptor);
+    const std::string wl = w.descriptor(), tgt = target.to_string(), commit = normgen_commit();
+    std::vector<KnobSpec> space = w.knob_space();
+    JitWorkload jw(w, target);
+    Instance def = jw.instantiate("");
+    def.run();
+    std::mt19937 rng(o.seed ^ static_cast<unsigned>(std::hash<std::string>()(wl)));
+    std::set<std::string> tried;
+    std::string best_knobs = "";
+    double best_ratio = 1.0;
+    int reused = 0, measured = 0;
+    auto evaluate = [&](const std::string &knobs) -> std::optional<Trial> {
+        if (!tried.insert(knobs).second) return std::nullopt;
+        if (std::optional<Trial> t = db.find(wl, tgt, o.threads, knobs, machine)) {
+            reused++;
+            return t;
+        }
+        Trial t{wl, tgt, knobs, o.threads};
+        t.machine = machine;
+        t.halide_version = halide_version();
+        t.normgen_commit = commit;
+        try {
+            Instance inst = jw.instantiate(knobs);
+            t.compile_s = inst.compile_seconds;
+            try {
+                inst.run();
+                t.max_rel_diff = JitWorkload::max_rel_diff(inst, def);
+                if (!(t.max_rel_diff <= tolerance(w.dtype))) {
+                    t.status = "mismatch";
+                    t.error = "outputs differ from the default schedule's by " + std::to_string(t.max_rel_diff);
+                } else {
+                    std::vector<double> ms = time_interleaved({&inst, &def}, o.rounds, o.repeats);
+                    t.status = "ok";
+                    t.median_ms = ms[0] * 1e3;
+                    t.default_ms = ms[1] * 1e3;
+                }
+            } catch (const std::exception &e) {
+                t.status = "run_error";
+                t.error = e.what();
+            }
+        } catch (const std::exception &e) {
+            t.status = "compile_error";
+            t.error = e.what();
+        }
+        db.add(t);
+        measured++;
+        return t;
+    };
+    auto consider = [&](const std::optional<Trial> &t) {
+        if (t && t->status == "ok" && t->default_ms > 0 && t->median_ms / t->default_ms < best_ratio) {
+            best_ratio = t->median_ms / t->default_ms;
+            best_knobs = t->schedule;
+        }
+    };
+    auto best_str = [&] {
+        char b[256];
+        std::snprintf(b, sizeof b, "%.3fx of default (%s)", best_ratio, best_knobs.empty() ? "defaults" : best_knobs.c_str());
+        return std::string(b);
+    };
+    std::fprintf(stderr, "normgen-tune: %s on %s, %d thread(s), budget %d\n", wl.c_str(), tgt.c_str(), o.threads, o.budget);
+    Progress progress(o.budget);
+    consider(evaluate(""));  // the default schedule itself is a trial (ratio ~1)
+    const int n_lhs = std::max(1, o.budget / 2);
+    std::vector<std::vector<int>> lhs = latin_hypercube(space, n_lhs, rng);
+    std::vector<std::vector<int>> best_index(1, std::vector<int>(space.size(), -1));
+    std::map<std::string, std::vector<int>> index_of;
+    index_of[""] = best_index[0];
+    int done = 1, attempts = 0;
+    for (int i = 0; done < o.budget && attempts < 50 * o.budget; attempts++) {
+        std::vector<int> idx;
+        if (i < n_lhs) {
+            idx = lhs[i++];
+        } else {  // a one-knob step from the best so far
+            idx = index_of[best_knobs];
+            std::uniform_int_distribution<size_t> pick(0, space.size() - 1);
+            const size_t d = pick(rng);
+            const int k = static_cast<int>(space[d].values.size());
+            int cur = idx[d] < 0 ? -1 : idx[d];
+            if (cur < 0) {  // from the default value: its nearest searched values
+                std::uniform_int_distribution<int> any(0, k - 1);
+                cur = any(rng);
+            } else {
+                cur = std::clamp(cur + (rng() % 2 ? 1 : -1), 0, k - 1);
+            }
+            idx[d] = cur;
+        }
+        if (!rejected(space, idx, target.natural_vector_size<float>()).empty()) continue;  // never compiled
+        const std::string knobs = knob_string(space, idx);
+        index_of.emplace(knobs, idx);
+        std::optional<Trial> t = evaluate(knobs);
+        if (!t) continue;
+        consider(t);
+        done++;
+        progress.update(done, (knobs.empty() ? "defaults" : knobs) + " -> " +
+                                  (t->status == "ok" ? std::to_string(t->median_ms / t->default_ms).substr(0, 5) + "x"
+                                                     : t->status),
+                        best_str());
+    }
+    progress.finish();
+    std::printf("%s\t%d threads\tbest %s\t(%d measured, %d from the log)\n", wl.c_str(), o.threads, best_str().c_str(),
+                measured, reused);
+    return 0;
+}
+
+int cmd_run(int argc, char **argv) {
+    Options o;
+    for (int i = 0; i < argc; i++) {
+        std::string a = argv[i];
+        auto next = [&]() -> std::string {
+            if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--db") o.db = next();
+        else if (a == "--workload") o.workloads.push_back(next());
+        else if (a == "--suite") {
+            for (const std::string &d : read_suite(next())) o.workloads.push_back(d);
+        } else if (a == "--budget") o.budget = std::stoi(next());
+        else if (a == "--threads") o.threads = std::stoi(next());
+        else if (a == "--seed") o.seed = static_cast<unsigned>(std::stoul(next()));
+        else if (a == "--rounds") o.rounds = std::stoi(next());
+        else if (a == "--repeats") o.repeats = std::stoi(next());
+        else if (a == "--resume") o.resume = true;
+        else throw std::invalid_argument("unknown option " + a);
+    }
+    if (o.db.empty() || o.workloads.empty()) throw std::invalid_argument("run needs --db and at least one --workload or --suite");
+    if (o.budget < 1 || o.threads < 1 || o.rounds < 1 || o.repeats < 1)
+        throw std::invalid_argument("--budget, --threads, --rounds and --repeats must be positive");
+    for (const std::string &d : o.workloads) Workload::parse(d);  // every descriptor checked before any work
+    setenv("HL_NUM_THREADS", std::to_string(o.threads).c_str(), 1);  // read at the JIT runtime's first use
+    TrialDb db(o.db);
+    const std::string machine = machine_description();
+    const Halide::Target target = Halide::get_jit_target_from_environment();
+    if (!o.resume) {
+        for (const std::string &d : o.workloads) {
+            const std::string wl = Workload::parse(d).descriptor();
+            for (const Trial &t : db.all())
+                if (t.workload == wl && t.target == target.to_string() && t.threads == o.threads && t.machine == machine)
+                    throw std::invalid_argument(o.db + " already has trials of " + wl +
+                                                " on this machine: pass --resume to continue that search");
+        }
+    }
+    for (const std::string &d : o.workloads) tune_workload(o, db, d, target, machine);
+    return 0;
+}
+
+int cmd_time(int argc, char **argv) {
+    if (argc < 1) throw std::invalid_argument("time needs a workload");
+    Workload w = Workload::parse(argv[0]);
+    int threads = 1, rounds = 7, repeats = 5;
+    std::vector<std::string> knobs;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
+        else if (a == "--rounds" && i + 1 < argc) rounds = std::stoi(argv[++i]);
+        else knobs.push_back(a);
+    }
+    if (knobs.empty()) knobs.push_back("");
+    setenv("HL_NUM_THREADS", std::to_string(threads).c_str(), 1);
+    JitWorkload jw(w, Halide::get_jit_target_from_environment());
+    std::vector<Instance> inst;
+    for (const std::string &k : knobs) inst.push_back(jw.instantiate(k));
+    std::vector<Instance *> ptrs;
+    for (Instance &i : inst) ptrs.push_back(&i);
+    std::vector<double> t = time_interleaved(ptrs, rounds, repeats);
+    const double bytes = static_cast<double>(jw.bytes(inst[0]));
+    std::printf("%s, %d thread(s), %.1f MB moved\n", w.descriptor().c_str(), threads, bytes / 1e6);
+    for (size_t i = 0; i < inst.size(); i++)
+        std::printf("%-60s %8.3f ms  %6.1f GB/s  %.3fx of the first  (compile %.1fs)\n",
+                    inst[i].knobs.empty() ? "(defaults)" : inst[i].knobs.c_str(), t[i] * 1e3, bytes / t[i] / 1e9,
+                    t[i] / t[0], inst[i].compile_seconds);
+    return 0;
+}
+
+int cmd_best(int argc, char **argv) {
+    if (argc != 2 || std::string(argv[0]) != "--db") throw std::invalid_argument("usage: best --db FILE");
+    TrialDb db(argv[1]);
+    for (const Trial &t : db.best())
+        std::printf("%s\t%s\t%d\t%s\t%.4f ms\t%.3fx of default\n", t.workload.c_str(), t.target.c_str(), t.threads,
+                    t.schedule.empty() ? "(defaults)" : t.schedule.c_str(), t.median_ms, t.median_ms / t.default_ms);
+    return 0;
+}
+
+int cmd_merge(int argc, char **argv) {
+    if (argc < 3 || std::string(argv[0]) != "--db") throw std::invalid_argument("usage: merge --db OUT IN...");
+    TrialDb out(argv[1]);
+    for (int i = 2; i < argc; i++) {
+        const int64_t added = out.merge_from(argv[i]);
+        std::printf("%s: %lld new trial(s) from %s\n", argv[1], static_cast<long long>(added), argv[i]);
+    }
+    return 0;
+}
+
+// The winners that beat the default schedule by more than `min_gain`, as a tuned table
+// in the kernel-list grammar (one line per workload, its shape baked in as shape=).
+int cmd_export(int argc, char **argv) {
+    std::string db_path, out_path, target = Halide::get_jit_target_from_environment().to_string();
+    int threads = 1;
+    double min_gain = 0.03;
+    for (int i = 0; i < argc; i++) {
+        std::string a = argv[i];
+        if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+        if (a == "--db") db_path = argv[++i];
+        else if (a == "--out") out_path = argv[++i];
+        else if (a == "--threads") threads = std::stoi(argv[++i]);
+        else if (a == "--min-gain") min_gain = std::stod(argv[++i]);
+        else if (a == "--target") target = argv[++i];
+        else throw std::invalid_argument("unknown option " + a);
+    }
+    if (db_path.empty() || out_path.empty()) throw std::invalid_argument("usage: export --db FILE --out LIST");
+    TrialDb db(db_path);
+    std::string body;
+    int rows = 0, kept_default = 0;
+    for (const Trial &t : db.best()) {
+        if (t.target != target || t.threads != threads) continue;
+        const double ratio = t.median_ms / t.default_ms;
+        if (t.schedule.empty() || ratio > 1.0 - min_gain) {
+            kept_default++;
+            continue;
+        }
+        const Workload w = Workload::parse(t.workload);
+        char note[256];
+        std::snprintf(note, sizeof note, "# %s: %.4f ms, %.3fx of the default schedule (%s)\n", t.workload.c_str(),
+                      t.median_ms, ratio, t.machine.c_str());
+        body += note + w.kernel_list_line(t.schedule) + "\n";
+        rows++;
+    }
+    std::ofstream out(out_path);
+    if (!out) throw std::invalid_argument("cannot write " + out_path);
+    out << "# normgen tuned kernels for " << target << ", " << threads << " thread(s).\n"
+        << "# GENERATED by normgen-tune export; do not edit. Regenerate with:\n"
+        << "#   build/normgen-tune export --db " << db_path << " --out " << out_path << " --threads " << threads
+        << " --min-gain " << min_gain << "\n"
+        << "# " << rows << " tuned kernel(s); " << kept_default
+        << " workload(s) kept the default schedule (within the gain threshold).\n"
+        << body;
+    std::printf("%s: %d tuned kernel(s), %d workload(s) kept the default schedule\n", out_path.c_str(), rows,
+                kept_default);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    const char *usage =
+        "usage: normgen-tune run --db FILE (--workload D | --suite FILE)... [--budget N] [--threads T] [--seed S]\n"
+        "                        [--rounds R] [--repeats K] [--resume]\n"
+        "       normgen-tune time <workload> [--threads T] [--rounds R] [knobs...]\n"
+        "       normgen-tune best --db FILE\n"
+        "       normgen-tune merge --db OUT IN...\n"
+        "       normgen-tune export --db FILE --out LIST [--threads T] [--min-gain G] [--target T]\n"
+        "a workload: <op>:<dir>:<dtype>:<shape>[:<layout>], e.g. layer_norm:fwd:f32:8192x1024\n";
+    if (argc < 2) {
+        std::fputs(usage, stderr);
+        return 2;
+    }
+    const std::string cmd = argv[1];
+    try {
+        if (cmd == "run") return cmd_run(argc - 2, argv + 2);
+        if (cmd == "time") return cmd_time(argc - 2, argv + 2);
+        if (cmd == "best") return cmd_best(argc - 2, argv + 2);
+        if (cmd == "merge") return cmd_merge(argc - 2, argv + 2);
+        if (cmd == "export") return cmd_export(argc - 2, argv + 2);
+        std::fputs(usage, stderr);
+        return 2;
+    } catch (const DbError &e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 2;
+    } catch (const std::invalid_argument &e) {
+        std::fprintf(stderr, "normgen-tune: %s\n", e.what());
+        return 2;
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "normgen-tune: %s\n", e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,176 @@
+#include "workload.h"
+
+#include "params/channel_norm_params.h"
+#include "params/row_norm_params.h"
+
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace normgen::tune {
+
+namespace {
+
+std::vector<std::string> split(const std::string &s, char sep) {
+    std::vector<std::string> out;
+    std::stringstream in(s);
+    std::string item;
+    while (std::getline(in, item, sep)) out.push_back(item);
+    return out;
+}
+
+// The searched values of a knob with legal range [lo, hi]: 0 when legal (it means
+// "the target's choice" or "off"), then powers of two up to min(hi, 4096).
+std::vector<int> knob_values(int lo, int hi) {
+    std::vector<int> v;
+    if (lo <= 0) v.push_back(0);
+    for (int p = 1; p <= hi && p <= 4096; p *= 2)
+        if (p >= lo) v.push_back(p);
+    return v;
+}
+
+template <typename P, size_t N>
+std::vector<KnobSpec> space_of(const sched::IntKnob<P> (&knobs)[N]) {
+    std::vector<KnobSpec> s;
+    for (const auto &k : knobs) s.push_back({k.name, knob_values(k.min_value, k.max_value)});
+    return s;
+}
+
+}  // namespace
+
+Workload Workload::parse(const std::string &descriptor) {
+    std::vector<std::string> f = split(descriptor, ':');
+    if (f.size() < 4 || f.size() > 5)
+        throw std::invalid_argument("workload '" + descriptor + "': expected <op>:<dir>:<dtype>:<shape>[:<layout>]");
+    Workload w;
+    w.op = f[0];
+    w.dir = f[1];
+    w.dtype = f[2];
+    if (w.dir != "fwd" && w.dir != "bwd") throw std::invalid_argument("workload '" + descriptor + "': dir must be fwd or bwd");
+    if (w.dtype != "f32" && w.dtype != "f16" && w.dtype != "bf16")
+        throw std::invalid_argument("workload '" + descriptor + "': dtype must be f32, f16 or bf16");
+    for (const std::string &d : split(f[3], 'x')) {
+        size_t used = 0;
+        long long v = 0;
+        try {
+            v = std::stoll(d, &used);
+        } catch (const std::exception &) {
+            used = 0;
+        }
+        if (used != d.size() || v <= 0) throw std::invalid_argument("workload '" + descriptor + "': bad shape '" + f[3] + "'");
+        w.shape.push_back(v);
+    }
+    w.row_family = w.op == "layer_norm" || w.op == "rms_norm";
+    static const char *channel_ops[] = {"batch_norm", "group_norm", "instance_norm", "batch_instance_norm",
+                                        "switchable_norm"};
+    bool known = w.row_family;
+    for (const char *op : channel_ops) known = known || w.op == op;
+    if (!known) throw std::invalid_argument("workload '" + descriptor + "': the tuner does not know op '" + w.op + "'");
+    w.layout = f.size() == 5 ? f[4] : (w.row_family ? "contig" : "nchw");
+    if (w.row_family ? (w.layout != "contig" && w.layout != "strided")
+                     : (w.layout != "nchw" && w.layout != "nhwc" && w.layout != "strided"))
+        throw std::invalid_argument("workload '" + descriptor + "': layout '" + w.layout + "' does not fit op " + w.op);
+    if (w.row_family ? w.shape.size() < 2 : (w.shape.size() < 2 || w.shape.size() > 5))
+        throw std::invalid_argument("workload '" + descriptor + "': shape rank does not fit op " + w.op);
+    w.generator = (w.op == "instance_norm" ? std::string("group_norm") : w.op) + "_" + w.dir;
+    static const std::map<std::string, std::map<std::string, std::string>> variants = {
+        {"layer_norm_fwd", {{"has_weight", "true"}, {"has_bias", "true"}}},
+        {"layer_norm_bwd", {{"has_weight", "true"}}},
+        {"rms_norm_fwd", {{"has_weight", "true"}}},
+        {"rms_norm_bwd", {{"has_weight", "true"}}},
+        {"batch_norm_fwd", {{"training", "true"}, {"affine", "true"}}},
+        {"batch_norm_bwd", {{"training", "true"}, {"has_weight", "true"}}},
+        {"group_norm_fwd", {{"affine", "true"}}},
+        {"group_norm_bwd", {{"has_weight", "true"}}},
+        {"batch_instance_norm_fwd", {{"training", "true"}}},
+        {"batch_instance_norm_bwd", {{"training", "true"}}},
+        {"switchable_norm_fwd", {{"training", "true"}}},
+        {"switchable_norm_bwd", {{"training", "true"}}},
+    };
+    w.variant = variants.at(w.generator);
+    w.params = w.variant;
+    w.params["dtype"] = w.dtype;
+    w.params["layout"] = w.layout;
+    if (w.op == "group_norm" || w.op == "instance_norm") {
+        // The benchmarks' convention: GroupNorm with 32 groups, InstanceNorm G = C.
+        w.groups = w.op == "instance_norm" ? static_cast<int>(w.channels()) : 32;
+        if (w.channels() % w.groups != 0)
+            throw std::invalid_argument("workload '" + descriptor + "': C must be a multiple of 32 for group_norm");
+    }
+    return w;
+}
+
+std::string Workload::descriptor() const {
+    std::string s = op + ":" + dir + ":" + dtype + ":";
+    for (size_t i = 0; i < shape.size(); i++) s += (i ? "x" : "") + std::to_string(shape[i]);
+    return s + ":" + layout;
+}
+
+int64_t Workload::rows() const {
+    int64_t r = 1;
+    for (size_t i = 0; i + 1 < shape.size(); i++) r *= shape[i];
+    return r;
+}
+
+int64_t Workload::spatial() const {
+    int64_t s = 1;
+    for (size_t i = 2; i < shape.size(); i++) s *= shape[i];
+    return s;
+}
+
+std::string Workload::dispatch_shape() const {
+    const std::vector<int64_t> d =
+        row_family ? std::vector<int64_t>{rows(), cols()} : std::vector<int64_t>{batch(), channels(), spatial()};
+    std::string s;
+    for (int64_t v : d) s += (s.empty() ? "" : "x") + std::to_string(v);
+    return s;
+}
+
+std::string Workload::kernel_list_line(const std::string &knobs) const {
+    // instance_norm runs the group_norm kernels (G = C).
+    std::string s = generator.substr(0, generator.size() - 4) + " " + dir + " dtypes=" + dtype + " layouts=" + layout;
+    for (const auto &[k, v] : variant) s += " " + k + "=" + v;
+    if (!knobs.empty()) s += " schedule=" + knobs;
+    return s + " shape=" + dispatch_shape();
+}
+
+std::vector<KnobSpec> Workload::knob_space() const {
+    return row_family ? space_of(sched::RowNormCpuParams::knobs) : space_of(sched::ChannelNormCpuParams::knobs);
+}
+
+std::string rejected(const std::vector<KnobSpec> &space, const std::vector<int> &index, int natural_lanes) {
+    // The defaults of the knobs left at -1 come from the family's struct.
+    std::map<std::string, int> v = {{"vector_lanes", 0}, {"accumulators", 2}, {"out_unroll", 1}, {"partial_tile", 32}};
+    for (size_t i = 0; i < space.size() && i < index.size(); i++)
+        if (index[i] >= 0) v[space[i].name] = space[i].values[index[i]];
+    const int lanes = v["vector_lanes"] > 0 ? v["vector_lanes"] : natural_lanes;
+    if (lanes * v["accumulators"] > 64) return "vector_lanes x accumulators > 64";
+    if (lanes * v["out_unroll"] > 64) return "vector_lanes x out_unroll > 64";
+    if (lanes * v["partial_tile"] > 1024) return "vector_lanes x partial_tile > 1024";
+    return "";
+}
+
+std::string knob_string(const std::vector<KnobSpec> &space, const std::vector<int> &index) {
+    std::string s;
+    for (size_t i = 0; i < space.size() && i < index.size(); i++) {
+        if (index[i] < 0) continue;  // the family's default
+        if (!s.empty()) s += ",";
+        s += space[i].name + ":" + std::to_string(space[i].values[index[i]]);
+    }
+    return s;
+}
+
+std::vector<std::string> read_suite(const std::string &path) {
+    std::ifstream in(path);
+    if (!in) throw std::invalid_argument("cannot read suite file '" + path + "'");
+    std::vector<std::string> out;
+    std::string line;
+    while (std::getline(in, line)) {
+        line = line.substr(0, line.find('#'));
+        const size_t a = line.find_first_not_of(" \t\r"), b = line.find_last_not_of(" \t\r");
+        if (a != std::string::npos) out.push_back(line.substr(a, b - a + 1));
+    }
+    return out;
+}
+
+}  // namespace normgen::tune

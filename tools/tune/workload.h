@@ -1,0 +1,62 @@
+// A tuning workload: one kernel family instance at one shape, named by the same
+// descriptor the benchmarks use (<op>:<dir>:<dtype>:<shape>[:<layout>]), and the
+// schedule-knob space the tuner searches for it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace normgen::tune {
+
+struct KnobSpec {
+    std::string name;
+    std::vector<int> values;  // the searched values, ascending
+};
+
+struct Workload {
+    std::string op, dir, dtype, layout;
+    std::vector<int64_t> shape;                 // as the user wrote it: (rows..., cols) or (N, C, *spatial)
+    std::string generator;                      // the registered generator, <op>_<dir>
+    std::map<std::string, std::string> params;  // its GeneratorParams (dtype, layout and `variant`)
+    // The kernel-list variant this workload tunes (generator params, e.g. has_weight=true):
+    // the one the runtime dispatches for the common call (affine, training).
+    std::map<std::string, std::string> variant;
+    bool row_family = false;                    // (cols, rows) views; else (s, c, n) channel views
+    int groups = 0;                             // group_norm / instance_norm
+
+    // Parses a descriptor; throws std::invalid_argument naming the bad part.
+    static Workload parse(const std::string &descriptor);
+    std::string descriptor() const;
+
+    int64_t cols() const { return shape.back(); }
+    int64_t rows() const;
+    int64_t batch() const { return shape[0]; }
+    int64_t channels() const { return shape[1]; }
+    int64_t spatial() const;
+
+    // The shape a kernel tuned for this workload is dispatched for: rows x cols, or
+    // N x C x spatial (what the runtime's request carries).
+    std::string dispatch_shape() const;
+    // A kernel-list line (schedules/tuned/ grammar) building this workload with `knobs`.
+    std::string kernel_list_line(const std::string &knobs) const;
+
+    // The knobs of this family's parameter struct, each with its searched values.
+    std::vector<KnobSpec> knob_space() const;
+};
+
+// Whether a point of the knob space is worth compiling: combinations whose unrolled
+// vector code explodes (lanes x accumulators or lanes x unroll beyond 64 float32 values,
+// partial tiles beyond 1024) are rejected up front; `natural_lanes` stands for
+// vector_lanes=0. Returns the reason when rejected.
+std::string rejected(const std::vector<KnobSpec> &space, const std::vector<int> &index, int natural_lanes);
+
+// Knob strings: "k:v,k:v" in the knob space's order (empty: the defaults).
+std::string knob_string(const std::vector<KnobSpec> &space, const std::vector<int> &index);
+
+// Every descriptor of a suite file (one per line, '#' comments).
+std::vector<std::string> read_suite(const std::string &path);
+
+}  // namespace normgen::tune
