@@ -60,8 +60,9 @@ public:
             Func(*stats).output_buffers()[0].dim(0).set_bounds(0, channels);
         }
         apply_channel_layout(layout, x, y, weight, bias, running_mean, running_var, ep.residual);
-        sched::schedule_batch_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
-                                               spatial, channels, batch);
+        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_batch_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
+                                                   spatial, channels, batch);
     }
 };
 
@@ -119,8 +120,9 @@ public:
         }
         apply_channel_layout(layout, dy, x, weight, dweight, dbias, bias, ep.residual);
         for (OutputImageParam &b : dx_bufs) constrain_channel_layout(b, channel_layout_unit_dim(layout));
-        sched::schedule_batch_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
-                                                spatial, channels, batch);
+        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_batch_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
+                                                    spatial, channels, batch);
     }
 };
 

@@ -51,8 +51,9 @@ public:
         same_bounds(w, v);
         norm.dim(0).set_bounds(0, v.dim(1).extent());
         apply_channel_layout(layout, v, w, g);
-        sched::schedule_weight_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
-                                                shape_of(layout, v));
+        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_weight_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
+                                                    shape_of(layout, v));
     }
 };
 
@@ -85,8 +86,9 @@ public:
         same_bounds(dv, v);
         dg.dim(0).set_bounds(0, v.dim(1).extent());
         apply_channel_layout(layout, dw, v, dv, g, dg);
-        sched::schedule_weight_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
-                                                 shape_of(layout, v));
+        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_weight_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
+                                                     shape_of(layout, v));
     }
 };
 
@@ -122,8 +124,9 @@ public:
         same_bounds(w_folded, w);
         b_folded.dim(0).set_bounds(0, w.dim(1).extent());
         apply_channel_layout(layout, w, w_folded, b, gamma, beta, b_folded);
-        sched::schedule_fold_batch_norm_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
-                                            shape_of(layout, w));
+        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_fold_batch_norm_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
+                                                shape_of(layout, w));
     }
 };
 
@@ -143,8 +146,9 @@ public:
         stats = p.stats;
         Func(stats).output_buffers()[0].dim(0).set_bounds(0, x.dim(1).extent());
         apply_channel_layout(layout, x);
-        sched::schedule_feature_stats_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
-                                          shape_of(layout, x));
+        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_feature_stats_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
+                                              shape_of(layout, x));
     }
 };
 
@@ -170,8 +174,9 @@ public:
         y = p.y;
         same_bounds(y, x);
         apply_channel_layout(layout, x, y);
-        sched::schedule_feature_affine_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
-                                           shape_of(layout, x));
+        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_feature_affine_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
+                                               shape_of(layout, x));
     }
 };
 

@@ -76,8 +76,9 @@ public:
         st.dim(0).set_bounds(0, gi.groups);
         st.dim(1).set_bounds(0, batch);
         apply_channel_layout(layout, xi, *y, weight, bias, ep.residual);
-        sched::schedule_group_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
-                                               gi, spatial);
+        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_group_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
+                                                   gi, spatial);
     }
 };
 
@@ -143,8 +144,9 @@ public:
         }
         apply_channel_layout(layout, *dy, xi, weight, dweight, dbias, bias, ep.residual);
         for (OutputImageParam &b : dx_bufs) constrain_channel_layout(b, channel_layout_unit_dim(layout));
-        sched::schedule_group_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
-                                                gi, spatial);
+        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_group_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
+                                                    gi, spatial);
     }
 };
 

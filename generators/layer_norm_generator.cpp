@@ -53,7 +53,8 @@ public:
         apply_layout(layout, x, y, weight, bias, residual_in, s_out);
         tie_row_bounds(y, Func(stats).output_buffers(), n, rows);
         if (s_out) tie_row_bounds(*s_out, {}, n, rows);
-        sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n);
+        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n);
     }
 };
 
@@ -101,7 +102,8 @@ public:
         }
         apply_layout(layout, dy, x, dx, weight, dweight, dbias, ds);
         tie_row_bounds(dx, {}, n, rows);
-        sched::schedule_row_norm_backward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n, rows);
+        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_row_norm_backward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n, rows);
     }
 };
 

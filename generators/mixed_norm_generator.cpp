@@ -84,7 +84,8 @@ struct MixedNormGenerator : public Generator<G> {
             bound_1d(*bn_stats, channels);
         }
         apply_channel_layout(layout, x, *y, extra_param, weight, bias, running_mean, running_var);
-        sched::schedule_mixed_norm_forward_cpu(p, knobs(), this->get_target(), layout, spatial, channels);
+        if (!this->using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_mixed_norm_forward_cpu(p, knobs(), this->get_target(), layout, spatial, channels);
     }
     sched::ChannelNormCpuParams knobs() const { return sched::ChannelNormCpuParams::parse(schedule); }
 };
@@ -150,7 +151,8 @@ public:
         apply_channel_layout(layout, *dy, xi, *dx, rho, weight, drho, dweight, dbias);
         in_mean->dim(0).set_stride(1);
         in_rstd->dim(0).set_stride(1);
-        sched::schedule_mixed_norm_backward_cpu(p, knobs(), get_target(), layout, spatial, channels);
+        if (!this->using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_mixed_norm_backward_cpu(p, knobs(), get_target(), layout, spatial, channels);
     }
 };
 
@@ -227,7 +229,8 @@ public:
         }
         apply_channel_layout(layout, *dy, xi, *dx, weight, dweight, dbias);
         for (Input<Buffer<>> *b : {in_mean, in_var, rstd}) b->dim(0).set_stride(1);
-        sched::schedule_mixed_norm_backward_cpu(p, knobs(), get_target(), layout, spatial, channels);
+        if (!this->using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+            sched::schedule_mixed_norm_backward_cpu(p, knobs(), get_target(), layout, spatial, channels);
     }
 };
 

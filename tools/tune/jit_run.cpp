@@ -1,8 +1,12 @@
 #include "jit_run.h"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -45,6 +49,22 @@ std::vector<double> values_of(const Buffer<> &b) {
         return v;
     });
     return out;
+}
+
+// Load Halide's autoscheduler plugin `name` (Adams2019, Mullapudi2016, Li2018,
+// Anderson2021) from the directory libHalide was loaded from (the wheel's lib64).
+void load_autoscheduler(const std::string &name) {
+    static std::set<std::string> loaded;
+    if (loaded.count(name)) return;
+    Dl_info info{};
+    if (!dladdr(reinterpret_cast<void *>(&Halide::load_plugin), &info) || !info.dli_fname)
+        throw std::runtime_error("cannot locate libHalide to find the autoscheduler plugins");
+    std::string dir = info.dli_fname;
+    dir = dir.substr(0, dir.find_last_of('/'));
+    std::string lib = name;
+    std::transform(lib.begin(), lib.end(), lib.begin(), [](unsigned char c) { return std::tolower(c); });
+    Halide::load_plugin(dir + "/libautoschedule_" + lib + ".so");
+    loaded.insert(name);
 }
 
 }  // namespace
@@ -116,10 +136,17 @@ Buffer<> JitWorkload::make_buffer(const std::string &name, const Type &t, int di
 
 Instance JitWorkload::instantiate(const std::string &knobs) {
     const double t0 = now();
-    auto gen = Internal::GeneratorRegistry::create(w_.generator, GeneratorContext(target_));
+    // "autoscheduler:<name>": the pipeline left to one of Halide's autoschedulers (the
+    // generators skip their own schedule), with estimates from this workload's buffers.
+    const std::string prefix = "autoscheduler:";
+    const bool autoscheduled = knobs.rfind(prefix, 0) == 0;
+    const std::string as_name = autoscheduled ? knobs.substr(prefix.size()) : "";
+    if (autoscheduled) load_autoscheduler(as_name);
+    auto gen = Internal::GeneratorRegistry::create(
+        w_.generator, autoscheduled ? GeneratorContext(target_, AutoschedulerParams(as_name)) : GeneratorContext(target_));
     if (!gen) throw std::runtime_error("no generator named " + w_.generator);
     for (const auto &[k, v] : w_.params) gen->set_generatorparam_value(k, v);
-    gen->set_generatorparam_value("schedule", knobs);
+    if (!autoscheduled) gen->set_generatorparam_value("schedule", knobs);
     Instance inst;
     inst.knobs = knobs;
     inst.pipeline = gen->build_pipeline();
@@ -127,19 +154,41 @@ Instance JitWorkload::instantiate(const std::string &knobs) {
         if (info.dir == Internal::ArgInfoDirection::Input) {
             for (Parameter &p : gen->input_parameter(info.name)) {
                 if (!p.is_buffer()) {
-                    if (p.type() == Float(32)) p.set_scalar<float>(1e-5f);
-                    else if (p.type() == Int(32) && info.name == "groups") p.set_scalar<int32_t>(w_.groups);
-                    else throw std::runtime_error("the tuner cannot bind scalar argument '" + info.name + "'");
+                    if (p.type() == Float(32)) {
+                        p.set_scalar<float>(1e-5f);
+                        p.set_estimate(Expr(1e-5f));
+                    } else if (p.type() == Int(32) && info.name == "groups") {
+                        p.set_scalar<int32_t>(w_.groups);
+                        p.set_estimate(Expr(w_.groups));
+                    } else {
+                        throw std::runtime_error("the tuner cannot bind scalar argument '" + info.name + "'");
+                    }
                     continue;
                 }
                 auto it = inputs_.find(info.name);
                 if (it == inputs_.end())
                     it = inputs_.emplace(info.name, make_buffer(info.name, info.types[0], info.dimensions, true)).first;
                 p.set_buffer(it->second);
+                for (int d = 0; d < it->second.dimensions(); d++) {
+                    p.set_min_constraint_estimate(d, it->second.dim(d).min());
+                    p.set_extent_constraint_estimate(d, it->second.dim(d).extent());
+                }
             }
         } else {
+            const size_t first = inst.outputs.size();
             for (const Type &t : info.types) inst.outputs.push_back(make_buffer(info.name, t, info.dimensions, false));
+            if (autoscheduled) {
+                Region region;
+                for (int d = 0; d < inst.outputs[first].dimensions(); d++)
+                    region.push_back({inst.outputs[first].dim(d).min(), inst.outputs[first].dim(d).extent()});
+                for (Func f : gen->output_func(info.name)) f.set_estimates(region);
+            }
         }
+    }
+    if (autoscheduled) {
+        const char *threads = std::getenv("HL_NUM_THREADS");
+        inst.pipeline.apply_autoscheduler(
+            target_, AutoschedulerParams(as_name, {{"parallelism", threads ? threads : "1"}}));
     }
     inst.pipeline.compile_jit(target_);
     inst.compile_seconds = now() - t0;

@@ -176,7 +176,8 @@ std::vector<Trial> TrialDb::best() {
     // measured alongside it.
     return query(std::string("SELECT ") + kColumns +
                  " FROM (SELECT *, row_number() OVER (PARTITION BY workload, target, threads "
-                 "ORDER BY median_ms / default_ms, median_ms) AS rk FROM trials WHERE status = 'ok' AND default_ms > 0) "
+                 "ORDER BY median_ms / default_ms, median_ms) AS rk FROM trials WHERE status = 'ok' AND default_ms > 0 "
+                 "AND schedule NOT LIKE 'autoscheduler:%') "
                  "WHERE rk = 1 ORDER BY workload, target, threads");
 }
 

@@ -47,8 +47,9 @@ public:
     // A finished trial of this schedule on this machine, if any.
     std::optional<Trial> find(const std::string &workload, const std::string &target, int threads,
                               const std::string &schedule, const std::string &machine);
-    // The fastest successful trial per (workload, target, threads), by median_ms /
-    // default_ms (robust to machine drift between runs).
+    // The fastest successful knob-string trial per (workload, target, threads), by
+    // median_ms / default_ms (robust to machine drift between runs); autoscheduler
+    // baselines are not candidates.
     std::vector<Trial> best();
     std::vector<Trial> all();
     int64_t count();

@@ -1,9 +1,10 @@
 // normgen-tune: per-shape schedule search with a resumable SQLite trial log.
 //
 //   normgen-tune run   --db FILE (--workload D | --suite FILE)... [--budget N] [--threads T]
-//                      [--seed S] [--rounds R] [--repeats K] [--resume]
+//                      [--seed S] [--rounds R] [--repeats K] [--resume] [--autoschedulers A,B,...]
 //   normgen-tune time  <workload> [--threads T] [knobs...]   time knob strings side by side
 //   normgen-tune best  --db FILE                              the winners, one line each
+//   normgen-tune report --db FILE                             default vs tuned vs autoschedulers
 //   normgen-tune merge --db OUT IN...                         add IN's trials to OUT
 //   normgen-tune export --db FILE --out LIST [--threads T] [--min-gain G]
 //                      the winners as a tuned kernel table (schedules/tuned/)
@@ -27,6 +28,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <map>
 #include <optional>
 #include <numeric>
@@ -88,6 +90,7 @@ struct Options {
     int budget = 24, threads = 1, rounds = 3, repeats = 5;
     unsigned seed = 1;
     bool resume = false;
+    std::vector<std::string> autoschedulers;  // baselines timed after the search
 };
 
 class Progress {
@@ -179,7 +182,7 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
         return t;
     };
     auto consider = [&](const std::optional<Trial> &t) {
-        if (t && t->status == "ok" && t->default_ms > 0 && t->median_ms / t->default_ms < best_ratio) {
+        if (t && t->status == "ok" && t->schedule.rfind("autoscheduler:", 0) != 0 && t->default_ms > 0 && t->median_ms / t->default_ms < best_ratio) {
             best_ratio = t->median_ms / t->default_ms;
             best_knobs = t->schedule;
         }
@@ -229,6 +232,15 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
                         best_str());
     }
     progress.finish();
+    // Halide's autoschedulers on the same workload, timed the same way (baselines).
+    for (const std::string &as : o.autoschedulers) {
+        std::optional<Trial> t = evaluate("autoscheduler:" + as);
+        if (!t) continue;
+        if (t->status == "ok")
+            std::fprintf(stderr, "  %s: %.3fx of the default schedule\n", as.c_str(), t->median_ms / t->default_ms);
+        else
+            std::fprintf(stderr, "  %s: %s (%s)\n", as.c_str(), t->status.c_str(), t->error.substr(0, 200).c_str());
+    }
     std::printf("%s\t%d threads\tbest %s\t(%d measured, %d from the log)\n", wl.c_str(), o.threads, best_str().c_str(),
                 measured, reused);
     return 0;
@@ -252,6 +264,12 @@ int cmd_run(int argc, char **argv) {
         else if (a == "--rounds") o.rounds = std::stoi(next());
         else if (a == "--repeats") o.repeats = std::stoi(next());
         else if (a == "--resume") o.resume = true;
+        else if (a == "--autoschedulers") {
+            std::stringstream in(next());
+            std::string name;
+            while (std::getline(in, name, ','))
+                if (!name.empty()) o.autoschedulers.push_back(name);
+        }
         else throw std::invalid_argument("unknown option " + a);
     }
     if (o.db.empty() || o.workloads.empty()) throw std::invalid_argument("run needs --db and at least one --workload or --suite");
@@ -322,6 +340,52 @@ int cmd_merge(int argc, char **argv) {
     return 0;
 }
 
+// Per workload: the default schedule, the tuned winner and each autoscheduler, as
+// times relative to the default measured alongside each (markdown).
+int cmd_report(int argc, char **argv) {
+    if (argc != 2 || std::string(argv[0]) != "--db") throw std::invalid_argument("usage: report --db FILE");
+    TrialDb db(argv[1]);
+    std::map<std::string, std::map<std::string, double>> ratio;  // row -> column -> best ratio
+    std::map<std::string, double> default_ms;
+    std::set<std::string> columns;
+    for (const Trial &t : db.all()) {
+        if (t.status != "ok" || t.default_ms <= 0) continue;
+        const std::string row = t.workload + " | " + std::to_string(t.threads);
+        std::string col = "tuned";
+        if (t.schedule.rfind("autoscheduler:", 0) == 0) col = t.schedule.substr(14);
+        else if (t.schedule.empty()) default_ms[row] = t.default_ms;
+        columns.insert(col);
+        auto it = ratio[row].find(col);
+        const double r = t.median_ms / t.default_ms;
+        if (it == ratio[row].end() || r < it->second) ratio[row][col] = r;
+    }
+    columns.erase("tuned");
+    std::printf("| workload | thr | default ms | tuned |");
+    for (const std::string &c : columns) std::printf(" %s |", c.c_str());
+    std::printf(" tuned vs best autoscheduler |\n|---|---|---|---|");
+    for (size_t i = 0; i <= columns.size(); i++) std::printf("---|");
+    std::printf("\n");
+    for (const auto &[row, cols] : ratio) {
+        const auto dm = default_ms.find(row);
+        std::printf("| %s | %s | %s |", row.c_str(), dm == default_ms.end() ? "n/a" : std::to_string(dm->second).substr(0, 6).c_str(),
+                    cols.count("tuned") ? (std::to_string(cols.at("tuned")).substr(0, 5) + "x").c_str() : "n/a");
+        double best_as = 0;
+        for (const std::string &c : columns) {
+            if (cols.count(c)) {
+                std::printf(" %.3fx |", cols.at(c));
+                best_as = best_as == 0 ? cols.at(c) : std::min(best_as, cols.at(c));
+            } else {
+                std::printf(" failed |");
+            }
+        }
+        if (best_as > 0 && cols.count("tuned")) std::printf(" %.2fx |\n", best_as / cols.at("tuned"));
+        else std::printf(" n/a |\n");
+    }
+    std::printf("\nTimes relative to the default schedule timed interleaved with each (< 1: faster); the last "
+                "column: the best autoscheduler's time / the tuned time.\n");
+    return 0;
+}
+
 // The winners that beat the default schedule by more than `min_gain`, as a tuned table
 // in the kernel-list grammar (one line per workload, its shape baked in as shape=).
 int cmd_export(int argc, char **argv) {
@@ -375,11 +439,12 @@ int cmd_export(int argc, char **argv) {
 int main(int argc, char **argv) {
     const char *usage =
         "usage: normgen-tune run --db FILE (--workload D | --suite FILE)... [--budget N] [--threads T] [--seed S]\n"
-        "                        [--rounds R] [--repeats K] [--resume]\n"
+        "                        [--rounds R] [--repeats K] [--resume] [--autoschedulers Adams2019,Mullapudi2016,Li2018]\n"
         "       normgen-tune time <workload> [--threads T] [--rounds R] [knobs...]\n"
         "       normgen-tune best --db FILE\n"
         "       normgen-tune merge --db OUT IN...\n"
         "       normgen-tune export --db FILE --out LIST [--threads T] [--min-gain G] [--target T]\n"
+        "       normgen-tune report --db FILE\n"
         "a workload: <op>:<dir>:<dtype>:<shape>[:<layout>], e.g. layer_norm:fwd:f32:8192x1024\n";
     if (argc < 2) {
         std::fputs(usage, stderr);
@@ -392,6 +457,7 @@ int main(int argc, char **argv) {
         if (cmd == "best") return cmd_best(argc - 2, argv + 2);
         if (cmd == "merge") return cmd_merge(argc - 2, argv + 2);
         if (cmd == "export") return cmd_export(argc - 2, argv + 2);
+        if (cmd == "report") return cmd_report(argc - 2, argv + 2);
         std::fputs(usage, stderr);
         return 2;
     } catch (const DbError &e) {
