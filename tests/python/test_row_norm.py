@@ -362,3 +362,20 @@ def test_verbose_dispatch_names_the_kernel(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert "layer_norm:fwd:f32:4x32:strided -> layer_norm_fwd_f32_strided_hb0_hw0" in out.stderr
     assert "skipped layer_norm_fwd_f32_contig_hb0_hw0: is for the contig layout, the call's is strided" in out.stderr
+
+
+def test_tuned_kernels_dispatch_only_at_their_shape():
+    """Kernels from the tuned table (schedules/tuned/) serve exactly their shape."""
+    tuned = [k for k in ng.kernels() if k["shape"] and k["op"] in ("layer_norm", "rms_norm") and k["dir"] == "fwd"]
+    if not tuned:
+        pytest.skip("this build has no tuned row-norm forward kernels (NORMGEN_TUNED_TABLE empty)")
+    for k in tuned:
+        rows, cols = map(int, k["shape"].split("x"))
+        w = torch.randn(cols)
+        for r, want in ((rows, True), (rows + 1, False)):
+            x = torch.randn(r, cols)
+            if k["op"] == "layer_norm":
+                ng.layer_norm(x, (cols,), w, torch.randn(cols))
+            else:
+                ng.rms_norm(x, (cols,), w)
+            assert (ng.last_kernel() == k["name"]) == want, (k["name"], r, ng.last_kernel())

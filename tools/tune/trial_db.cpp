@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS trials (
     default_ms     REAL,            -- the default schedule, timed interleaved with this one
     max_rel_diff   REAL,            -- vs the default schedule's outputs
     compile_s      REAL,            -- JIT compile time
+    confirmed      INTEGER NOT NULL DEFAULT 0,  -- 1: times re-measured as the search's winner
     error          TEXT,
     machine        TEXT NOT NULL,
     halide_version TEXT NOT NULL,
@@ -29,7 +30,7 @@ CREATE TABLE IF NOT EXISTS trials (
 
 const char *kColumns =
     "workload, target, threads, schedule, status, median_ms, default_ms, max_rel_diff, compile_s, error, machine, "
-    "halide_version, normgen_commit";
+    "halide_version, normgen_commit, confirmed";
 
 std::string now_utc() {
     char buf[32];
@@ -111,7 +112,7 @@ void TrialDb::exec(const std::string &sql) {
 void TrialDb::add(const Trial &t) {
     sqlite3_stmt *st = nullptr;
     const std::string sql = std::string("INSERT OR IGNORE INTO trials (") + kColumns +
-                            ", created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                            ", created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) fail("cannot prepare an insert");
     const std::string created = now_utc();
     sqlite3_bind_text(st, 1, t.workload.c_str(), -1, SQLITE_TRANSIENT);
@@ -127,10 +128,28 @@ void TrialDb::add(const Trial &t) {
     sqlite3_bind_text(st, 11, t.machine.c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 12, t.halide_version.c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 13, t.normgen_commit.c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 14, created.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 14, t.confirmed ? 1 : 0);
+    sqlite3_bind_text(st, 15, created.c_str(), -1, SQLITE_TRANSIENT);
     const int rc = sqlite3_step(st);  // autocommit: one transaction per trial
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) fail("cannot record a trial");
+}
+
+void TrialDb::confirm(const Trial &t, double median_ms, double default_ms) {
+    sqlite3_stmt *st = nullptr;
+    const char *sql = "UPDATE trials SET median_ms = ?, default_ms = ?, confirmed = 1 WHERE workload = ? AND target = ? "
+                      "AND threads = ? AND schedule = ? AND machine = ?";
+    if (sqlite3_prepare_v2(db_, sql, -1, &st, nullptr) != SQLITE_OK) fail("cannot prepare an update");
+    sqlite3_bind_double(st, 1, median_ms);
+    sqlite3_bind_double(st, 2, default_ms);
+    sqlite3_bind_text(st, 3, t.workload.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, t.target.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 5, t.threads);
+    sqlite3_bind_text(st, 6, t.schedule.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 7, t.machine.c_str(), -1, SQLITE_TRANSIENT);
+    const int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) fail("cannot confirm a trial");
 }
 
 std::vector<Trial> TrialDb::query(const std::string &sql, const std::vector<std::string> &binds) {
@@ -154,6 +173,7 @@ std::vector<Trial> TrialDb::query(const std::string &sql, const std::vector<std:
         t.machine = text(st, 10);
         t.halide_version = text(st, 11);
         t.normgen_commit = text(st, 12);
+        t.confirmed = sqlite3_column_int(st, 13) != 0;
         out.push_back(t);
     }
     sqlite3_finalize(st);
@@ -177,7 +197,7 @@ std::vector<Trial> TrialDb::best() {
     return query(std::string("SELECT ") + kColumns +
                  " FROM (SELECT *, row_number() OVER (PARTITION BY workload, target, threads "
                  "ORDER BY median_ms / default_ms, median_ms) AS rk FROM trials WHERE status = 'ok' AND default_ms > 0 "
-                 "AND schedule NOT LIKE 'autoscheduler:%') "
+                 "AND schedule NOT LIKE 'autoscheduler:%' AND (confirmed = 1 OR schedule = '')) "
                  "WHERE rk = 1 ORDER BY workload, target, threads");
 }
 

@@ -27,13 +27,14 @@ struct Trial {
     double default_ms = 0;  // the default schedule's, interleaved with it in the same run
     double max_rel_diff = 0;
     double compile_s = 0;   // JIT compile time of this schedule
+    bool confirmed = false; // re-timed with more rounds as the search's winner
     std::string error;
     std::string machine, halide_version, normgen_commit;
 };
 
 class TrialDb {
 public:
-    static constexpr int kSchemaVersion = 1;
+    static constexpr int kSchemaVersion = 2;
     static constexpr int kApplicationId = 0x4e474e54;  // "NGNT"
 
     explicit TrialDb(const std::string &path);  // creates the file and schema if absent
@@ -44,12 +45,15 @@ public:
     // Insert (or, for the same workload/target/threads/schedule/machine, keep the
     // existing) trial, in its own transaction.
     void add(const Trial &t);
+    // Replace a trial's times with a longer confirmation measurement (the search's
+    // winner, re-timed against the default to undo the selection's luck).
+    void confirm(const Trial &t, double median_ms, double default_ms);
     // A finished trial of this schedule on this machine, if any.
     std::optional<Trial> find(const std::string &workload, const std::string &target, int threads,
                               const std::string &schedule, const std::string &machine);
-    // The fastest successful knob-string trial per (workload, target, threads), by
-    // median_ms / default_ms (robust to machine drift between runs); autoscheduler
-    // baselines are not candidates.
+    // The fastest confirmed knob-string trial (or the default schedule) per (workload,
+    // target, threads), by median_ms / default_ms (robust to machine drift between
+    // runs); autoscheduler baselines and unconfirmed lucky draws are not candidates.
     std::vector<Trial> best();
     std::vector<Trial> all();
     int64_t count();
