@@ -102,8 +102,8 @@ def test_export_writes_the_winners_as_a_tuned_table(tmp_path):
         for wl, sched, ms in (("rms_norm:fwd:f32:4x16x512:contig", "accumulators:4,rows_per_task:8", 0.5),
                               ("batch_norm:bwd:f32:2x8x3x3:nhwc", "block_kib:64", 0.99)):
             c.execute("INSERT INTO trials (workload, target, threads, schedule, status, median_ms, default_ms, "
-                      "max_rel_diff, compile_s, error, machine, halide_version, normgen_commit, created) "
-                      "VALUES (?, ?, 1, ?, 'ok', ?, 1.0, 0, 0, '', ?, ?, ?, 'now')",
+                      "max_rel_diff, compile_s, error, machine, halide_version, normgen_commit, confirmed, created) "
+                      "VALUES (?, ?, 1, ?, 'ok', ?, 1.0, 0, 0, '', ?, ?, ?, 1, 'now')",
                       (wl, target, sched, ms, machine, hv, commit))
     r = tune("export", "--db", db, "--out", str(out), "--target", target)
     assert "1 tuned kernel(s)" in r.stdout
