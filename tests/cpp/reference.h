@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -17,6 +18,19 @@ inline void PrintTo(const KernelInfo &k, std::ostream *os) { *os << k.name; }
 }  // namespace normgen
 
 namespace ref {
+
+// The sizes a per-kernel test runs at: a tuned kernel's own shape ("AxBxC", what the
+// dispatcher matches), else `fallback`.
+inline std::vector<int64_t> kernel_shape(const normgen::KernelInfo &k, std::vector<int64_t> fallback) {
+    if (!*k.shape) return fallback;
+    std::vector<int64_t> out;
+    const char *p = k.shape;
+    while (*p) {
+        out.push_back(std::strtoll(p, const_cast<char **>(&p), 10));
+        if (*p == 'x') p++;
+    }
+    return out;
+}
 
 inline uint16_t f32_to_f16(float f) {
     uint32_t x;

@@ -65,4 +65,12 @@ def ref_rms_norm(x, normalized_shape, weight=None, eps=None):
     return y, rstd
 
 
-__all__ = ["ng", "tolerance", "assert_close", "DTYPES", "UNIT_ROUNDOFF", "ref_layer_norm", "ref_rms_norm"]
+def kernel_shape(kernel, fallback):
+    """The shape a per-kernel test runs at: a tuned kernel's own (N, C, spatial) or
+    (rows, cols), else `fallback`."""
+    if not kernel["shape"]:
+        return fallback
+    return tuple(int(v) for v in kernel["shape"].split("x"))
+
+
+__all__ = ["kernel_shape", "ng", "tolerance", "assert_close", "DTYPES", "UNIT_ROUNDOFF", "ref_layer_norm", "ref_rms_norm"]

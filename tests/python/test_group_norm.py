@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import normgen as ng
-from conftest import DTYPES, assert_close
+from conftest import DTYPES, assert_close, kernel_shape
 from test_batch_norm import LAYOUTS, _make
 
 SHAPES = [(2, 6, 5), (3, 4, 5, 6), (2, 8, 3, 4, 5), (1, 32, 7, 7), (4, 6, 1, 1), (1, 3, 9, 2)]
@@ -170,19 +170,22 @@ def test_every_group_norm_kernel_dispatches_and_matches(kernel):
     flags = dict(kv.split("=") for kv in kernel["variant"].split(",") if kv)
     has_w = flags.get("affine", flags.get("has_weight")) == "1"
     layout = {"nchw": "nchw", "nhwc": "channels_last", "strided": "strided"}[kernel["layout"]]
-    shape = (3, 6, 4, 5)
+    shape = kernel_shape(kernel, (3, 6, 4, 5))  # tuned kernels: their (N, C, spatial)
+    c = shape[1]
+    g = 3 if c % 3 == 0 else (32 if c % 32 == 0 else c)
+    m = int(np.prod(shape[2:])) * c // g  # values per group
     x = _make(shape, dtype, layout)
-    w = (1 + 0.3 * torch.randn(6)).to(dtype) if has_w else None
-    b = torch.randn(6).to(dtype) if has_w else None
-    y, mean, rstd = ng.group_norm_forward(x, 3, w, b)
+    w = (1 + 0.3 * torch.randn(c)).to(dtype) if has_w else None
+    b = torch.randn(c).to(dtype) if has_w else None
+    y, mean, rstd = ng.group_norm_forward(x, g, w, b)
     if kernel["dir"] == "fwd":
         assert ng.last_kernel() == kernel["name"]
-        assert_close(y, _ref_group_norm(x, 3, w, b)[0], dtype, 40, "y")
+        assert_close(y, _ref_group_norm(x, g, w, b)[0], dtype, m, "y")
     else:
         dy = _make(shape, dtype, layout, offset=0.0, scale=1.0)
-        dx, _, _ = ng.group_norm_backward(dy, x, mean, rstd, 3, w)
+        dx, _, _ = ng.group_norm_backward(dy, x, mean, rstd, g, w)
         assert ng.last_kernel() == kernel["name"]
         x64 = x.double().requires_grad_()
-        out = F.group_norm(x64, 3, None if w is None else w.double(), None if b is None else b.double())
+        out = F.group_norm(x64, g, None if w is None else w.double(), None if b is None else b.double())
         scale = (dy.double().abs().max() * rstd.double().max() * (w.double().abs().max() if has_w else 1)).item()
-        assert_close(dx, torch.autograd.grad(out, x64, dy.double())[0], dtype, 40, "dx", scale=scale)
+        assert_close(dx, torch.autograd.grad(out, x64, dy.double())[0], dtype, m, "dx", scale=scale)
