@@ -424,8 +424,10 @@ int cmd_export(int argc, char **argv) {
     }
     if (db_path.empty() || out_path.empty()) throw std::invalid_argument("usage: export --db FILE --out LIST");
     TrialDb db(db_path);
-    std::string body;
-    int rows = 0, kept_default = 0;
+    // One line per kernel: workloads that build the same kernel (instance_norm and
+    // group_norm share group_norm's kernels) keep the larger gain.
+    std::map<std::string, std::pair<double, std::string>> lines;  // kernel -> (ratio, text)
+    int kept_default = 0, merged = 0;
     for (const Trial &t : db.best()) {
         if (t.target != target || t.threads != threads) continue;
         const double ratio = t.median_ms / t.default_ms;
@@ -437,9 +439,16 @@ int cmd_export(int argc, char **argv) {
         char note[256];
         std::snprintf(note, sizeof note, "# %s: %.4f ms, %.3fx of the default schedule (%s)\n", t.workload.c_str(),
                       t.median_ms, ratio, t.machine.c_str());
-        body += note + w.kernel_list_line(t.schedule) + "\n";
-        rows++;
+        const std::string kernel = w.kernel_list_line("");
+        auto it = lines.find(kernel);
+        if (it != lines.end()) merged++;
+        if (it == lines.end() || ratio < it->second.first)
+            lines[kernel] = {ratio, note + w.kernel_list_line(t.schedule) + "\n"};
     }
+    std::string body;
+    for (const auto &[kernel, line] : lines) body += line.second;
+    const int rows = static_cast<int>(lines.size());
+    kept_default += merged;
     std::ofstream out(out_path);
     if (!out) throw std::invalid_argument("cannot write " + out_path);
     out << "# normgen tuned kernels for " << target << ", " << threads << " thread(s).\n"

@@ -46,7 +46,8 @@ Workload Workload::parse(const std::string &descriptor) {
     w.op = f[0];
     w.dir = f[1];
     w.dtype = f[2];
-    if (w.dir != "fwd" && w.dir != "bwd") throw std::invalid_argument("workload '" + descriptor + "': dir must be fwd or bwd");
+    if (w.dir != "fwd" && w.dir != "bwd" && !(w.dir == "inf" && w.op == "batch_norm"))
+        throw std::invalid_argument("workload '" + descriptor + "': dir must be fwd or bwd (or inf for batch_norm)");
     if (w.dtype != "f32" && w.dtype != "f16" && w.dtype != "bf16")
         throw std::invalid_argument("workload '" + descriptor + "': dtype must be f32, f16 or bf16");
     for (const std::string &d : split(f[3], 'x')) {
@@ -72,7 +73,8 @@ Workload Workload::parse(const std::string &descriptor) {
         throw std::invalid_argument("workload '" + descriptor + "': layout '" + w.layout + "' does not fit op " + w.op);
     if (w.row_family ? w.shape.size() < 2 : (w.shape.size() < 2 || w.shape.size() > 5))
         throw std::invalid_argument("workload '" + descriptor + "': shape rank does not fit op " + w.op);
-    w.generator = (w.op == "instance_norm" ? std::string("group_norm") : w.op) + "_" + w.dir;
+    // inf: BatchNorm's inference forward (running statistics), the training=false kernel.
+    w.generator = (w.op == "instance_norm" ? std::string("group_norm") : w.op) + "_" + (w.dir == "inf" ? "fwd" : w.dir);
     static const std::map<std::string, std::map<std::string, std::string>> variants = {
         {"layer_norm_fwd", {{"has_weight", "true"}, {"has_bias", "true"}}},
         {"layer_norm_bwd", {{"has_weight", "true"}}},
@@ -88,6 +90,7 @@ Workload Workload::parse(const std::string &descriptor) {
         {"switchable_norm_bwd", {{"training", "true"}}},
     };
     w.variant = variants.at(w.generator);
+    if (w.dir == "inf") w.variant["training"] = "false";
     w.params = w.variant;
     w.params["dtype"] = w.dtype;
     w.params["layout"] = w.layout;
@@ -128,7 +131,7 @@ std::string Workload::dispatch_shape() const {
 
 std::string Workload::kernel_list_line(const std::string &knobs) const {
     // instance_norm runs the group_norm kernels (G = C).
-    std::string s = generator.substr(0, generator.size() - 4) + " " + dir + " dtypes=" + dtype + " layouts=" + layout;
+    std::string s = generator.substr(0, generator.size() - 4) + " " + generator.substr(generator.size() - 3) + " dtypes=" + dtype + " layouts=" + layout;
     for (const auto &[k, v] : variant) s += " " + k + "=" + v;
     if (!knobs.empty()) s += " schedule=" + knobs;
     return s + " shape=" + dispatch_shape();
