@@ -4,6 +4,7 @@
 #include "channel_call.h"
 
 #include <cmath>
+#include <vector>
 
 namespace normgen {
 
@@ -47,6 +48,21 @@ void store_block(const TensorView *t, const float *src, int64_t rows, int64_t co
     if (!t) return;
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++) element(*t, r0 + i, c0 + j) = src[i * cols + j];
+}
+
+// The BN part's arguments: its batch statistics as `n_stats` per-channel outputs
+// bn_stats.0.. (training; returned), or the running statistics as inputs.
+std::vector<float *> bind_bn_part(ChannelCall &call, bool training, int n_stats, const TensorView *running_mean,
+                                  const TensorView *running_var) {
+    static const char *names[] = {"bn_stats.0", "bn_stats.1", "bn_stats.2"};
+    std::vector<float *> out(3, nullptr);
+    if (training) {
+        for (int i = 0; i < n_stats; i++) out[i] = call.bind_channel_stat(nullptr, names[i]);
+    } else {
+        call.bind_channel(*running_mean, "running_mean", false);
+        call.bind_channel(*running_var, "running_var", false);
+    }
+    return out;
 }
 
 const char *flag(bool b) { return b ? "1" : "0"; }
@@ -110,15 +126,8 @@ Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, c
     call.bind_scalar("eps", static_cast<float>(eps));
     const float *in_mean = call.bind_stat_2d(nullptr, "in_stats.0", C, N, true);
     const float *in_rstd = call.bind_stat_2d(nullptr, "in_stats.1", C, N, true);
-    float *bn_mean = nullptr, *bn_rstd = nullptr, *bn_var = nullptr;
-    if (training) {
-        bn_mean = call.bind_channel_stat(nullptr, "bn_stats.0");
-        bn_rstd = call.bind_channel_stat(nullptr, "bn_stats.1");
-        bn_var = call.bind_channel_stat(nullptr, "bn_stats.2");
-    } else {
-        call.bind_channel(*running_mean, "running_mean", false);
-        call.bind_channel(*running_var, "running_var", false);
-    }
+    const std::vector<float *> bn = bind_bn_part(call, training, 3, running_mean, running_var);
+    float *bn_mean = bn[0], *bn_rstd = bn[1], *bn_var = bn[2];
     s = call.run("batch_instance_norm", "fwd", std::string("training=") + flag(training));
     if (!s.ok()) return s;
     store_block(save_mean, in_mean, N, C);
@@ -226,14 +235,8 @@ Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weigh
     const float *rstd = call.bind_stat_2d(nullptr, "in_stats.2", C, N, true);
     const auto *ln_mean = static_cast<const float *>(call.bind_vector(nullptr, "ln_stats.0", N, DType::f32, true));
     const auto *ln_var = static_cast<const float *>(call.bind_vector(nullptr, "ln_stats.1", N, DType::f32, true));
-    float *bn_mean = nullptr, *bn_var = nullptr;
-    if (training) {
-        bn_mean = call.bind_channel_stat(nullptr, "bn_stats.0");
-        bn_var = call.bind_channel_stat(nullptr, "bn_stats.1");
-    } else {
-        call.bind_channel(*running_mean, "running_mean", false);
-        call.bind_channel(*running_var, "running_var", false);
-    }
+    const std::vector<float *> bn = bind_bn_part(call, training, 2, running_mean, running_var);
+    float *bn_mean = bn[0], *bn_var = bn[1];
     s = call.run("switchable_norm", "fwd", std::string("training=") + flag(training));
     if (!s.ok()) return s;
     store_block(save_mean, in_mean, N, C);
