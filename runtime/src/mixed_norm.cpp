@@ -65,6 +65,33 @@ std::vector<float *> bind_bn_part(ChannelCall &call, bool training, int n_stats,
     return out;
 }
 
+// The arguments both forwards share: weight/bias (x's dtype), running statistics
+// (float32), eps and y; then, once the shapes are known good, that no output (y, the
+// saved statistics, running statistics being updated) overlaps an input.
+Status check_forward_args(const ChannelCall &call, const TensorView *weight, const TensorView *bias,
+                          const TensorView *running_mean, const TensorView *running_var, double eps,
+                          const TensorView &y) {
+    Status s;
+    if (!(s = call.check_per_channel(weight, "weight", false)).ok() ||
+        !(s = call.check_per_channel(bias, "bias", false)).ok() ||
+        !(s = call.check_per_channel(running_mean, "running_mean", true)).ok() ||
+        !(s = call.check_per_channel(running_var, "running_var", true)).ok() || !(s = check_eps(eps)).ok())
+        return s;
+    return call.check_like_x(y, "y");
+}
+
+using Named = std::vector<std::pair<const TensorView *, const char *>>;
+
+// Running statistics are outputs when updated (training), inputs otherwise.
+Status check_forward_overlap(bool updating, const TensorView *running_mean, const TensorView *running_var,
+                             Named outputs, Named inputs) {
+    outputs.push_back({updating ? running_mean : nullptr, "running_mean"});
+    outputs.push_back({updating ? running_var : nullptr, "running_var"});
+    inputs.push_back({updating ? nullptr : running_mean, "running_mean"});
+    inputs.push_back({updating ? nullptr : running_var, "running_var"});
+    return check_no_overlap(outputs, inputs);
+}
+
 const char *flag(bool b) { return b ? "1" : "0"; }
 
 // After a training forward: the BN part's statistics (two per channel, e.g. mean and
@@ -91,11 +118,7 @@ Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, c
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = call.check_per_channel(&rho, "rho", false)).ok() ||
-        !(s = call.check_per_channel(weight, "weight", false)).ok() ||
-        !(s = call.check_per_channel(bias, "bias", false)).ok() ||
-        !(s = call.check_per_channel(running_mean, "running_mean", true)).ok() ||
-        !(s = call.check_per_channel(running_var, "running_var", true)).ok() || !(s = check_eps(eps)).ok() ||
-        !(s = call.check_like_x(y, "y")).ok())
+        !(s = check_forward_args(call, weight, bias, running_mean, running_var, eps, y)).ok())
         return s;
     const int64_t N = call.batch(), C = call.channels();
     const char *packed = "(N + 1, C): the IN statistics per sample, then the BN part's";
@@ -104,12 +127,9 @@ Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, c
         !(s = check_bn_running_stats(call, running_mean, running_var, training, momentum, num_batches_tracked)).ok())
         return s;
     const bool updating = training && running_mean;
-    s = check_no_overlap({{&y, "y"}, {save_mean, "save_mean"}, {save_rstd, "save_rstd"},
-                          {updating ? running_mean : nullptr, "running_mean"},
-                          {updating ? running_var : nullptr, "running_var"}},
-                         {{&x, "x"}, {&rho, "rho"}, {weight, "weight"}, {bias, "bias"},
-                          {updating ? nullptr : running_mean, "running_mean"},
-                          {updating ? nullptr : running_var, "running_var"}});
+    s = check_forward_overlap(updating, running_mean, running_var,
+                              {{&y, "y"}, {save_mean, "save_mean"}, {save_rstd, "save_rstd"}},
+                              {{&x, "x"}, {&rho, "rho"}, {weight, "weight"}, {bias, "bias"}});
     if (!s.ok()) return s;
     if (!training) {  // the BN part's saved statistics are the running ones
         for (int64_t c = 0; c < C; c++) {
@@ -194,11 +214,7 @@ Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weigh
     Status s;
     if (!(s = call.check_x()).ok() || !(s = check_logits(&mean_weight, "mean_weight", x.dtype)).ok() ||
         !(s = check_logits(&var_weight, "var_weight", x.dtype)).ok() ||
-        !(s = call.check_per_channel(weight, "weight", false)).ok() ||
-        !(s = call.check_per_channel(bias, "bias", false)).ok() ||
-        !(s = call.check_per_channel(running_mean, "running_mean", true)).ok() ||
-        !(s = call.check_per_channel(running_var, "running_var", true)).ok() || !(s = check_eps(eps)).ok() ||
-        !(s = call.check_like_x(y, "y")).ok())
+        !(s = check_forward_args(call, weight, bias, running_mean, running_var, eps, y)).ok())
         return s;
     const int64_t N = call.batch(), C = call.channels();
     const char *packed = "(N + 1, C + 1): IN statistics, LN per sample in the last column, BN in the last row";
@@ -208,12 +224,10 @@ Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weigh
         !(s = check_bn_running_stats(call, running_mean, running_var, training, momentum, num_batches_tracked)).ok())
         return s;
     const bool updating = training && running_mean;
-    s = check_no_overlap({{&y, "y"}, {save_mean, "save_mean"}, {save_var, "save_var"}, {save_rstd, "save_rstd"},
-                          {updating ? running_mean : nullptr, "running_mean"},
-                          {updating ? running_var : nullptr, "running_var"}},
-                         {{&x, "x"}, {&mean_weight, "mean_weight"}, {&var_weight, "var_weight"}, {weight, "weight"},
-                          {bias, "bias"}, {updating ? nullptr : running_mean, "running_mean"},
-                          {updating ? nullptr : running_var, "running_var"}});
+    s = check_forward_overlap(updating, running_mean, running_var,
+                              {{&y, "y"}, {save_mean, "save_mean"}, {save_var, "save_var"}, {save_rstd, "save_rstd"}},
+                              {{&x, "x"}, {&mean_weight, "mean_weight"}, {&var_weight, "var_weight"},
+                               {weight, "weight"}, {bias, "bias"}});
     if (!s.ok()) return s;
     for (const TensorView *t : {save_mean, save_var})
         if (t) element(*t, N, C) = 0.0f;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include <ostream>
@@ -18,6 +19,13 @@ inline void PrintTo(const KernelInfo &k, std::ostream *os) { *os << k.name; }
 }  // namespace normgen
 
 namespace ref {
+
+// A kernel table's dtype name as a DType.
+inline normgen::DType dtype_of(const std::string &s) {
+    if (s == "f16") return normgen::DType::f16;
+    if (s == "bf16") return normgen::DType::bf16;
+    return normgen::DType::f32;
+}
 
 // The sizes a per-kernel test runs at: a tuned kernel's own shape ("AxBxC", what the
 // dispatcher matches), else `fallback`.

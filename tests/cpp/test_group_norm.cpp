@@ -15,7 +15,7 @@ using normgen::TensorView;
 
 namespace {
 
-DType dtype_of(const std::string &s) { return s == "f16" ? DType::f16 : s == "bf16" ? DType::bf16 : DType::f32; }
+using ref::dtype_of;
 
 class GroupNormKernel : public ::testing::TestWithParam<KernelInfo> {};
 

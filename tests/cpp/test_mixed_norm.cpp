@@ -18,7 +18,7 @@ using normgen::TensorView;
 
 namespace {
 
-DType dtype_of(const std::string &s) { return s == "f16" ? DType::f16 : s == "bf16" ? DType::bf16 : DType::f32; }
+using ref::dtype_of;
 
 constexpr int64_t N = 3, C = 4, S = 19;
 constexpr double kEps = 1e-5;

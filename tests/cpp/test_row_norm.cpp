@@ -20,11 +20,7 @@ using normgen::TensorView;
 
 namespace {
 
-DType dtype_of(const std::string &s) {
-    if (s == "f16") return DType::f16;
-    if (s == "bf16") return DType::bf16;
-    return DType::f32;
-}
+using ref::dtype_of;
 
 bool flag(const KernelInfo &k, const std::string &key) {
     return std::string(k.variant).find(key + "=1") != std::string::npos;

@@ -298,13 +298,15 @@ int cmd_run(int argc, char **argv) {
     TrialDb db(o.db);
     const std::string machine = machine_description();
     const Halide::Target target = Halide::get_jit_target_from_environment();
-    if (!o.resume) {
+    if (!o.resume) {  // one read of the log: the workloads it already has on this machine
+        std::set<std::string> logged;
+        for (const Trial &t : db.all())
+            if (t.target == target.to_string() && t.threads == o.threads && t.machine == machine) logged.insert(t.workload);
         for (const std::string &d : o.workloads) {
             const std::string wl = Workload::parse(d).descriptor();
-            for (const Trial &t : db.all())
-                if (t.workload == wl && t.target == target.to_string() && t.threads == o.threads && t.machine == machine)
-                    throw std::invalid_argument(o.db + " already has trials of " + wl +
-                                                " on this machine: pass --resume to continue that search");
+            if (logged.count(wl))
+                throw std::invalid_argument(o.db + " already has trials of " + wl +
+                                            " on this machine: pass --resume to continue that search");
         }
     }
     for (const std::string &d : o.workloads) tune_workload(o, db, d, target, machine);
