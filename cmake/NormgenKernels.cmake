@@ -1,16 +1,31 @@
-# Expands generators/kernels.list into Halide libraries and the runtime's dispatch
-# table. The list is the single source of truth: nothing here names an op.
+# Expands normgen kernel lists into Halide libraries and dispatch-table rows. The list
+# (generators/kernels.list) is the single source of truth: nothing here names an op.
 #
-#   normgen_add_kernels(LIST <file> [TUNED <file>] GENERATOR <generator target>
-#                       RUNTIME <runtime target> TABLE <output .inc> OUT_LIBS <var>)
-#
+# In normgen's own build:
+#   normgen_build_kernel_table(LIST <file> [TUNED <file>] GENERATOR <generator target>
+#                              RUNTIME <runtime target> TABLE <output .inc> OUT_LIBS <var>)
 # Each kernel becomes a static Halide library named after the kernel; the table file
 # gets one `NORMGEN_KERNEL(...)` row per kernel and the header includes it needs.
 # TUNED: a tuned table (schedules/tuned/, written by `normgen-tune export`) in the same
-# grammar, whose lines carry the winning `schedule=` and usually a `shape=` (rows x cols,
-# or N x C x spatial): the runtime prefers a kernel whose shape is the call's, then a
-# tuned kernel without a shape, then the kernel list's.
-
+# grammar, whose lines carry the winning `schedule=`, usually a `shape=` (rows x cols,
+# or N x C x spatial) and the `threads=` it was tuned at: the runtime prefers a kernel
+# whose shape is the call's, then a tuned kernel without a shape, then the kernel
+# list's — a tuned kernel only when the call runs on its thread count.
+#
+# In a consumer project (installed with normgen; find_package(normgen) includes it):
+#   normgen_add_kernels(TARGET <your target>
+#                       [OPS <op>...] [DIRECTIONS fwd|bwd...] [DTYPES f32|f16|bf16...]
+#                       [LAYOUTS contig|nchw|nhwc|strided...] [VARIANTS key=value...]
+#                       [SHAPES [<op>:]<shape>...] [TUNED_TABLE <file>] [TARGETS <halide target>...])
+# generates, from the installed generators, the kernels of the installed kernel list
+# that pass the filters (default: all) for TARGETS (default: the targets normgen was
+# built for), plus the TUNED_TABLE rows that pass them, adds them to <your target> with
+# a source that registers them with the runtime when it loads (normgen/kernel_registry.h),
+# and links <your target> to normgen::normgen. With SHAPES, the kernel-list lines give
+# shape-specialized kernels instead of generic ones: a 2-D shape (rows x cols) for the
+# row layouts (contig), N x C x spatial... (spatial dims multiplied) for nchw/nhwc;
+# "<op>:" limits a shape to one op. Dispatch then prefers them at exactly that shape.
+# Kernel names get the prefix "<your target>_", so normgen::last_kernel() tells them apart.
 # Target strings per target class. CPU: multi-target, best first; the Halide runtime
 # picks the first whose features this CPU has, the last is the baseline. Zen 4 gets
 # its own feature (not the Sapphire Rapids one, whose AVX512-FP16/VNNI it lacks).
@@ -40,25 +55,92 @@ function(_normgen_norm_value v out)
     set(${out} "${v}" PARENT_SCOPE)
 endfunction()
 
-function(normgen_add_kernels)
-    cmake_parse_arguments(PARSE_ARGV 0 ARG "" "LIST;TUNED;GENERATOR;RUNTIME;TABLE;OUT_LIBS" "")
+
+function(_normgen_in_list value list_var out)
+    if (NOT ${list_var})
+        set(${out} TRUE PARENT_SCOPE)  # no filter
+    elseif ("${value}" IN_LIST ${list_var})
+        set(${out} TRUE PARENT_SCOPE)
+    else ()
+        set(${out} FALSE PARENT_SCOPE)
+    endif ()
+endfunction()
+
+# The engine: kernel-list (and tuned-table) lines -> add_halide_library calls, the
+# header includes and the NORMGEN_KERNEL rows. Options as in normgen_add_kernels.
+function(_normgen_expand)
+    cmake_parse_arguments(PARSE_ARGV 0 ARG "" "LIST;TUNED;GENERATOR;RUNTIME;PREFIX;WHO;OUT_LIBS;OUT_INCLUDES;OUT_ROWS"
+                          "TARGETS;OPS;DIRECTIONS;DTYPES;LAYOUTS;VARIANTS;SHAPES")
     set(libs "")
     set(includes "")
     set(rows "")
-    set(sources "${ARG_LIST} ${ARG_TUNED}")
+    set(ops_seen "")
+    foreach (d IN LISTS ARG_DTYPES)
+        if (NOT d MATCHES "^(f32|f16|bf16)$")
+            message(FATAL_ERROR "${ARG_WHO}: DTYPES has unknown dtype '${d}' (f32, f16, bf16)")
+        endif ()
+    endforeach ()
+    foreach (l IN LISTS ARG_LAYOUTS)
+        if (NOT l MATCHES "^(contig|strided|nchw|nhwc)$")
+            message(FATAL_ERROR "${ARG_WHO}: LAYOUTS has unknown layout '${l}' (contig, strided, nchw, nhwc)")
+        endif ()
+    endforeach ()
+    foreach (d IN LISTS ARG_DIRECTIONS)
+        if (NOT d MATCHES "^(fwd|bwd)$")
+            message(FATAL_ERROR "${ARG_WHO}: DIRECTIONS has '${d}' (fwd, bwd)")
+        endif ()
+    endforeach ()
+    set(variant_filter_keys "")
+    foreach (kv IN LISTS ARG_VARIANTS)
+        if (NOT kv MATCHES "^([a-z_0-9]+)=([a-z0-9]+)$")
+            message(FATAL_ERROR "${ARG_WHO}: VARIANTS expects key=value, got '${kv}'")
+        endif ()
+        list(APPEND variant_filter_keys "${CMAKE_MATCH_1}")
+        _normgen_norm_value("${CMAKE_MATCH_2}" fv)
+        set("want_${CMAKE_MATCH_1}" "${fv}")
+    endforeach ()
+    # SHAPES entries: "[op:]AxB[xC...]" -> op (or "*"), rank class and the dispatch shape.
+    set(shape_entries "")
+    foreach (s IN LISTS ARG_SHAPES)
+        if (NOT s MATCHES "^(([a-z_]+):)?([1-9][0-9]*(x[1-9][0-9]*)+)$")
+            message(FATAL_ERROR "${ARG_WHO}: SHAPES expects [op:]rows x cols or [op:]N x C x spatial..., got '${s}'")
+        endif ()
+        set(sop "${CMAKE_MATCH_2}")
+        if (sop STREQUAL "")
+            set(sop "*")
+        endif ()
+        string(REPLACE "x" ";" dims "${CMAKE_MATCH_3}")
+        list(LENGTH dims rank)
+        if (rank EQUAL 2)
+            list(APPEND shape_entries "${sop}|row|${CMAKE_MATCH_3}")
+        else ()
+            list(GET dims 0 n)
+            list(GET dims 1 c)
+            list(SUBLIST dims 2 -1 sp)
+            set(sprod 1)
+            foreach (v IN LISTS sp)
+                math(EXPR sprod "${sprod} * ${v}")
+            endforeach ()
+            list(APPEND shape_entries "${sop}|channel|${n}x${c}x${sprod}")
+        endif ()
+    endforeach ()
     foreach (list_file IN ITEMS "${ARG_LIST}" "${ARG_TUNED}")
     if (list_file STREQUAL "")
         continue()
     endif ()
     if (NOT EXISTS "${list_file}")
-        message(FATAL_ERROR "normgen: kernel list ${list_file} does not exist")
+        message(FATAL_ERROR "${ARG_WHO}: kernel list ${list_file} does not exist")
     endif ()
-    set(ARG_LIST "${list_file}")
-    file(STRINGS "${ARG_LIST}" lines)
-    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${ARG_LIST}")
+    set(is_tuned FALSE)
+    if (list_file STREQUAL "${ARG_TUNED}")
+        set(is_tuned TRUE)
+    endif ()
+    file(STRINGS "${list_file}" lines)
+    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${list_file}")
     set(lineno 0)
     foreach (line IN LISTS lines)
         math(EXPR lineno "${lineno} + 1")
+        set(where "${list_file}:${lineno}")
         string(REGEX REPLACE "#.*$" "" line "${line}")
         string(STRIP "${line}" line)
         if (line STREQUAL "")
@@ -67,22 +149,23 @@ function(normgen_add_kernels)
         separate_arguments(fields UNIX_COMMAND "${line}")
         list(LENGTH fields nf)
         if (nf LESS 4)
-            message(FATAL_ERROR "${ARG_LIST}:${lineno}: expected '<op> <dir> dtypes=... layouts=...', got '${line}'")
+            message(FATAL_ERROR "${where}: expected '<op> <dir> dtypes=... layouts=...', got '${line}'")
         endif ()
         list(GET fields 0 op)
         list(GET fields 1 dir)
         if (NOT dir MATCHES "^(fwd|bwd)$")
-            message(FATAL_ERROR "${ARG_LIST}:${lineno}: direction must be fwd or bwd, got '${dir}'")
+            message(FATAL_ERROR "${where}: direction must be fwd or bwd, got '${dir}'")
         endif ()
         list(SUBLIST fields 2 -1 kvs)
         set(dtypes "")
         set(layouts "")
         set(schedule "")
         set(shape "")
+        set(threads 0)
         set(variant_keys "")
         foreach (kv IN LISTS kvs)
             if (NOT kv MATCHES "^([a-z_0-9]+)=(.+)$")
-                message(FATAL_ERROR "${ARG_LIST}:${lineno}: expected key=value, got '${kv}'")
+                message(FATAL_ERROR "${where}: expected key=value, got '${kv}'")
             endif ()
             set(k "${CMAKE_MATCH_1}")
             set(v "${CMAKE_MATCH_2}")
@@ -92,14 +175,19 @@ function(normgen_add_kernels)
                 string(REPLACE "," ";" layouts "${v}")
             elseif (k STREQUAL "schedule")
                 if (NOT v MATCHES "^([a-z_0-9]+:-?[0-9]+)(,[a-z_0-9]+:-?[0-9]+)*$")
-                    message(FATAL_ERROR "${ARG_LIST}:${lineno}: schedule= expects knob:value,knob:value, got '${v}'")
+                    message(FATAL_ERROR "${where}: schedule= expects knob:value,knob:value, got '${v}'")
                 endif ()
                 set(schedule "${v}")
             elseif (k STREQUAL "shape")
                 if (NOT v MATCHES "^[1-9][0-9]*(x[1-9][0-9]*)*$")
-                    message(FATAL_ERROR "${ARG_LIST}:${lineno}: shape= expects sizes like 8192x1024, got '${v}'")
+                    message(FATAL_ERROR "${where}: shape= expects sizes like 8192x1024, got '${v}'")
                 endif ()
                 set(shape "${v}")
+            elseif (k STREQUAL "threads")
+                if (NOT v MATCHES "^[1-9][0-9]*$")
+                    message(FATAL_ERROR "${where}: threads= expects the thread count the schedule was tuned for, got '${v}'")
+                endif ()
+                set(threads "${v}")
             else ()
                 list(APPEND variant_keys "${k}")
                 string(REPLACE "," ";" "values_${k}" "${v}")
@@ -107,16 +195,49 @@ function(normgen_add_kernels)
         endforeach ()
         foreach (d IN LISTS dtypes)
             if (NOT d MATCHES "^(f32|f16|bf16)$")
-                message(FATAL_ERROR "${ARG_LIST}:${lineno}: unknown dtype '${d}' (f32, f16, bf16)")
+                message(FATAL_ERROR "${where}: unknown dtype '${d}' (f32, f16, bf16)")
             endif ()
         endforeach ()
         foreach (l IN LISTS layouts)
             if (NOT l MATCHES "^(contig|strided|nchw|nhwc)$")
-                message(FATAL_ERROR "${ARG_LIST}:${lineno}: unknown layout '${l}' (contig, strided, nchw, nhwc)")
+                message(FATAL_ERROR "${where}: unknown layout '${l}' (contig, strided, nchw, nhwc)")
             endif ()
         endforeach ()
         if (NOT dtypes OR NOT layouts)
-            message(FATAL_ERROR "${ARG_LIST}:${lineno}: dtypes= and layouts= are required")
+            message(FATAL_ERROR "${where}: dtypes= and layouts= are required")
+        endif ()
+        list(APPEND ops_seen "${op}")
+        # The consumer's filters.
+        _normgen_in_list("${op}" ARG_OPS keep_op)
+        _normgen_in_list("${dir}" ARG_DIRECTIONS keep_dir)
+        if (NOT keep_op OR NOT keep_dir)
+            continue()
+        endif ()
+        if (ARG_DTYPES)
+            string(REPLACE ";" "|" dtype_re "${ARG_DTYPES}")
+            list(FILTER dtypes INCLUDE REGEX "^(${dtype_re})$")
+        endif ()
+        if (ARG_LAYOUTS)
+            string(REPLACE ";" "|" layout_re "${ARG_LAYOUTS}")
+            list(FILTER layouts INCLUDE REGEX "^(${layout_re})$")
+        endif ()
+        # Shapes of this line's kernels: its own shape=, the consumer's SHAPES (lines of
+        # the kernel list only), or "-" (generic).
+        set(line_shapes "-")
+        if (shape)
+            set(line_shapes "*|any|${shape}")
+        elseif (NOT is_tuned AND shape_entries)
+            set(line_shapes "")
+            foreach (e IN LISTS shape_entries)
+                string(REPLACE "|" ";" ef "${e}")
+                list(GET ef 0 sop)
+                if (sop STREQUAL "*" OR sop STREQUAL op)
+                    list(APPEND line_shapes "${e}")
+                endif ()
+            endforeach ()
+        endif ()
+        if (NOT dtypes OR NOT layouts OR NOT line_shapes)
+            continue()
         endif ()
         list(SORT variant_keys)
         # Cross product of the variant parameters; each combo is "k=v@k=v".
@@ -125,6 +246,10 @@ function(normgen_add_kernels)
             set(next "")
             foreach (c IN LISTS combos)
                 foreach (v IN LISTS values_${k})
+                    _normgen_norm_value("${v}" nv)
+                    if (DEFINED want_${k} AND NOT nv STREQUAL want_${k})
+                        continue()
+                    endif ()
                     if (c STREQUAL "-")
                         list(APPEND next "${k}=${v}")
                     else ()
@@ -137,7 +262,18 @@ function(normgen_add_kernels)
         foreach (d IN LISTS dtypes)
             foreach (l IN LISTS layouts)
                 foreach (c IN LISTS combos)
-                    set(name "${op}_${dir}_${d}_${l}")
+                    foreach (se IN LISTS line_shapes)
+                    set(kshape "")
+                    if (NOT se STREQUAL "-")
+                        string(REPLACE "|" ";" ef "${se}")
+                        list(GET ef 1 sclass)
+                        list(GET ef 2 kshape)
+                        if ((sclass STREQUAL "row" AND NOT l STREQUAL "contig") OR
+                            (sclass STREQUAL "channel" AND NOT l MATCHES "^(nchw|nhwc)$"))
+                            continue()
+                        endif ()
+                    endif ()
+                    set(name "${ARG_PREFIX}${op}_${dir}_${d}_${l}")
                     set(params dtype=${d} layout=${l})
                     set(variant "")
                     if (NOT c STREQUAL "-")
@@ -158,32 +294,139 @@ function(normgen_add_kernels)
                     if (schedule)
                         list(APPEND params "schedule=${schedule}")
                     endif ()
-                    # Tuned kernels: named by their shape, or (shape-generic) by their knobs.
-                    if (shape)
-                        string(APPEND name "_s${shape}")
+                    # Shaped kernels are named by their shape, shape-generic tuned ones by their knobs.
+                    if (kshape)
+                        string(APPEND name "_s${kshape}")
                     elseif (schedule)
                         string(MD5 knob_hash "${schedule}")
                         string(SUBSTRING "${knob_hash}" 0 8 knob_hash)
                         string(APPEND name "_k${knob_hash}")
                     endif ()
+                    if (NOT threads EQUAL 0)
+                        string(APPEND name "_thr${threads}")
+                    endif ()
                     if (TARGET ${name})
-                        message(FATAL_ERROR "${ARG_LIST}:${lineno}: kernel ${name} is listed twice")
+                        message(FATAL_ERROR "${where}: kernel ${name} is listed twice")
                     endif ()
                     add_halide_library(${name} FROM ${ARG_GENERATOR}
                                        GENERATOR ${op}_${dir}
                                        FUNCTION_NAME ${name}
-                                       TARGETS ${NORMGEN_CPU_TARGETS}
+                                       TARGETS ${ARG_TARGETS}
                                        USE_RUNTIME ${ARG_RUNTIME}
                                        PARAMS ${params})
                     list(APPEND libs ${name})
                     string(APPEND includes "#include \"${name}.h\"\n")
-                    string(APPEND rows "NORMGEN_KERNEL(${name}, \"${op}\", \"${dir}\", \"${d}\", \"${l}\", \"${variant}\", \"${shape}\", \"cpu\", \"${schedule}\")\n")
+                    string(APPEND rows "NORMGEN_KERNEL(${name}, \"${op}\", \"${dir}\", \"${d}\", \"${l}\", \"${variant}\", \"${kshape}\", \"cpu\", \"${schedule}\", ${threads})\n")
+                    endforeach ()
                 endforeach ()
             endforeach ()
         endforeach ()
     endforeach ()
     endforeach ()
-    set(content "// MACHINE GENERATED — DO NOT EDIT.\n// Regenerate: cmake configure (cmake/NormgenKernels.cmake) from ${sources}.\n// Halide ${Halide_VERSION}; cpu targets: ${NORMGEN_CPU_TARGETS}\n#ifdef NORMGEN_KERNEL_INCLUDES\n${includes}#else\n${rows}#endif\n")
+    foreach (o IN LISTS ARG_OPS)
+        if (NOT o IN_LIST ops_seen)
+            list(REMOVE_DUPLICATES ops_seen)
+            string(REPLACE ";" ", " known "${ops_seen}")
+            message(FATAL_ERROR "${ARG_WHO}: OPS names '${o}', which the kernel list does not have (${known})")
+        endif ()
+    endforeach ()
+    set(${ARG_OUT_LIBS} "${libs}" PARENT_SCOPE)
+    set(${ARG_OUT_INCLUDES} "${includes}" PARENT_SCOPE)
+    set(${ARG_OUT_ROWS} "${rows}" PARENT_SCOPE)
+endfunction()
+
+# normgen's own build: the kernel list (+ tuned table) -> libraries and kernel_table.inc.
+function(normgen_build_kernel_table)
+    cmake_parse_arguments(PARSE_ARGV 0 ARG "" "LIST;TUNED;GENERATOR;RUNTIME;TABLE;OUT_LIBS" "")
+    _normgen_expand(LIST "${ARG_LIST}" TUNED "${ARG_TUNED}" GENERATOR "${ARG_GENERATOR}" RUNTIME "${ARG_RUNTIME}"
+                    TARGETS ${NORMGEN_CPU_TARGETS} WHO "normgen_build_kernel_table"
+                    OUT_LIBS libs OUT_INCLUDES includes OUT_ROWS rows)
+    set(content "// MACHINE GENERATED — DO NOT EDIT.\n// Regenerate: cmake configure (cmake/NormgenKernels.cmake) from ${ARG_LIST} ${ARG_TUNED}.\n// Halide ${Halide_VERSION}; cpu targets: ${NORMGEN_CPU_TARGETS}\n#ifdef NORMGEN_KERNEL_INCLUDES\n${includes}#else\n${rows}#endif\n")
     file(CONFIGURE OUTPUT "${ARG_TABLE}" CONTENT "${content}" @ONLY)
     set(${ARG_OUT_LIBS} "${libs}" PARENT_SCOPE)
+endfunction()
+
+# A consumer project's kernels (see the top of this file).
+function(normgen_add_kernels)
+    cmake_parse_arguments(PARSE_ARGV 0 ARG "" "TARGET;TUNED_TABLE"
+                          "OPS;DIRECTIONS;DTYPES;LAYOUTS;VARIANTS;SHAPES;TARGETS")
+    set(who "normgen_add_kernels(TARGET ${ARG_TARGET})")
+    if (ARG_UNPARSED_ARGUMENTS)
+        message(FATAL_ERROR "${who}: unknown arguments: ${ARG_UNPARSED_ARGUMENTS}")
+    endif ()
+    if (NOT ARG_TARGET OR NOT TARGET "${ARG_TARGET}")
+        message(FATAL_ERROR "${who}: TARGET must name an existing executable or library target")
+    endif ()
+    get_target_property(type "${ARG_TARGET}" TYPE)
+    if (NOT type MATCHES "^(EXECUTABLE|SHARED_LIBRARY|MODULE_LIBRARY|OBJECT_LIBRARY)$")
+        message(FATAL_ERROR "${who}: TARGET is a ${type}; the kernels register themselves from a static "
+                            "initializer, which a static library's linker would drop: use an executable, "
+                            "a shared/module library or an OBJECT library")
+    endif ()
+    if (NOT TARGET normgen::generators OR NOT NORMGEN_KERNEL_LIST)
+        message(FATAL_ERROR "${who}: needs an installed normgen: find_package(normgen) first")
+    endif ()
+    if (ARG_TUNED_TABLE AND NOT IS_ABSOLUTE "${ARG_TUNED_TABLE}")
+        set(ARG_TUNED_TABLE "${CMAKE_CURRENT_SOURCE_DIR}/${ARG_TUNED_TABLE}")
+    endif ()
+    if (NOT COMMAND add_halide_library)
+        find_package(Halide "${NORMGEN_HALIDE_VERSION}" EXACT REQUIRED HINTS "${NORMGEN_HALIDE_DIR}")
+    endif ()
+    set(targets "${ARG_TARGETS}")
+    if (NOT targets)
+        set(targets ${NORMGEN_CPU_TARGETS})
+    endif ()
+    # The runtime passes each call's error collector as Halide's user_context.
+    set(with_uc "")
+    foreach (t IN LISTS targets)
+        if (NOT t MATCHES "(^|-)user_context(-|$)")
+            string(APPEND t "-user_context")
+        endif ()
+        list(APPEND with_uc "${t}")
+    endforeach ()
+    set(rt "${ARG_TARGET}_normgen_runtime")
+    add_halide_runtime("${rt}" TARGETS ${with_uc})
+    _normgen_expand(LIST "${NORMGEN_KERNEL_LIST}" TUNED "${ARG_TUNED_TABLE}" GENERATOR normgen::generators
+                    RUNTIME "${rt}" TARGETS ${with_uc} PREFIX "${ARG_TARGET}_" WHO "${who}"
+                    OPS ${ARG_OPS} DIRECTIONS ${ARG_DIRECTIONS} DTYPES ${ARG_DTYPES} LAYOUTS ${ARG_LAYOUTS}
+                    VARIANTS ${ARG_VARIANTS} SHAPES ${ARG_SHAPES}
+                    OUT_LIBS libs OUT_INCLUDES includes OUT_ROWS rows)
+    if (NOT libs)
+        message(FATAL_ERROR "${who}: the filters select no kernel")
+    endif ()
+    list(LENGTH libs nlibs)
+    message(STATUS "${who}: ${nlibs} kernel(s)")
+    set(src "${CMAKE_CURRENT_BINARY_DIR}/${ARG_TARGET}_normgen_kernels.cpp")
+    set(content [=[
+// MACHINE GENERATED by normgen_add_kernels(TARGET @ARG_TARGET@) — DO NOT EDIT.
+// Registers @nlibs@ kernel(s) with the normgen runtime while this binary is loaded.
+#include <normgen/kernel_registry.h>
+
+#include <HalideRuntime.h>
+
+#include <cstdio>
+
+@includes@
+namespace {
+#define NORMGEN_KERNEL(fn, op, dir, dtype, layout, variant, shape, target, schedule, threads) \
+    {{#fn, op, dir, dtype, layout, variant, shape, target, schedule, threads}, &fn##_argv, &fn##_metadata},
+const normgen::ExternalKernel kKernels[] = {
+@rows@};
+#undef NORMGEN_KERNEL
+constexpr size_t kCount = sizeof(kKernels) / sizeof(kKernels[0]);
+
+struct Registration {
+    Registration() {
+        normgen::Status s = normgen::register_kernels(
+            kKernels, kCount,
+            {halide_set_error_handler, halide_set_num_threads, halide_set_custom_can_use_target_features});
+        if (!s.ok()) std::fprintf(stderr, "normgen: @ARG_TARGET@'s kernels are not used: %s\n", s.message().c_str());
+    }
+    ~Registration() { normgen::unregister_kernels(kKernels, kCount); }
+} registration;
+}  // namespace
+]=])
+    file(CONFIGURE OUTPUT "${src}" CONTENT "${content}" @ONLY)
+    target_sources("${ARG_TARGET}" PRIVATE "${src}")
+    target_link_libraries("${ARG_TARGET}" PRIVATE ${libs} "${rt}" normgen::normgen)
 endfunction()

@@ -334,8 +334,10 @@ PYBIND11_MODULE(_normgen, m) {
             d["shape"] = k.shape;
             d["target"] = k.target;
             d["schedule"] = k.schedule;
+            d["threads"] = k.threads;
             out.append(d);
         }
         return out;
-    }, "The kernel table: one dict per kernel built from generators/kernels.list.");
+    }, "The kernel table: one dict per kernel (generators/kernels.list, the tuned table, and kernels "
+       "a consumer registered); a tuned kernel runs only at its 'shape' and 'threads' (0: any).");
 }

@@ -1,12 +1,16 @@
 #include "kernel_table.h"
 
+#include "normgen/kernel_registry.h"
+
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <list>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
-#include <unordered_map>
 
 #define NORMGEN_KERNEL_INCLUDES
 #include "normgen/kernel_table.inc"
@@ -20,8 +24,8 @@ namespace {
 
 std::vector<Kernel> build_table() {
     std::vector<Kernel> t;
-#define NORMGEN_KERNEL(fn, op, dir, dtype, layout, variant, shape, target, schedule) \
-    t.push_back(Kernel{KernelInfo{#fn, op, dir, dtype, layout, variant, shape, target, schedule}, &fn##_argv, &fn##_metadata});
+#define NORMGEN_KERNEL(fn, op, dir, dtype, layout, variant, shape, target, schedule, threads) \
+    t.push_back(Kernel{KernelInfo{#fn, op, dir, dtype, layout, variant, shape, target, schedule, threads}, &fn##_argv, &fn##_metadata});
 #include "normgen/kernel_table.inc"
 #undef NORMGEN_KERNEL
     return t;
@@ -76,16 +80,32 @@ int capped_can_use_target_features(int count, const uint64_t *features) {
 
 std::once_flag g_init;
 
+// Installs normgen's hooks into one Halide runtime: libnormgen's own, or a consumer's
+// that came with registered kernels.
+void hook_runtime(const KernelRuntimeHooks &rt) {
+    rt.set_error_handler(error_handler);
+    if (g_cpu_cap != CpuCap::best) rt.set_can_use_target_features(capped_can_use_target_features);
+}
+
 void init_runtime() {
     std::call_once(g_init, [] {
-        halide_set_error_handler(error_handler);
         if (const char *cap = std::getenv("NORMGEN_CPU_FEATURES_MAX")) {
             if (!std::strcmp(cap, "avx2")) g_cpu_cap = CpuCap::avx2;
             else if (!std::strcmp(cap, "sse41")) g_cpu_cap = CpuCap::sse41;
-            if (g_cpu_cap != CpuCap::best) halide_set_custom_can_use_target_features(capped_can_use_target_features);
         }
+        hook_runtime({halide_set_error_handler, halide_set_num_threads, halide_set_custom_can_use_target_features});
     });
 }
+
+// Kernels added by register_kernels(): searched before the built-in table (so they win
+// ties), in a list so that a Kernel's address stays valid while others come and go.
+struct Registered {
+    Kernel kernel;
+    const ExternalKernel *source;
+};
+std::shared_mutex g_registry_mu;
+std::list<Registered> g_registered;
+std::vector<KernelRuntimeHooks> g_runtimes;
 
 }  // namespace
 
@@ -94,18 +114,27 @@ const std::vector<Kernel> &kernel_table() {
     return table;
 }
 
+// Calls f(kernel) on every kernel, registered ones first, under the registry's read lock.
+template <typename F>
+void for_each_kernel(F &&f) {
+    std::shared_lock<std::shared_mutex> lock(g_registry_mu);
+    for (const Registered &r : g_registered) f(r.kernel);
+    for (const Kernel &k : kernel_table()) f(k);
+}
+
 const Kernel *select_kernel(const Request &req, std::string *why) {
     const Kernel *best = nullptr;
     int best_rank = 1 << 30;
     std::string skipped;
     const char *dtype = dtype_name(req.dtype);
+    const int threads = num_threads();
     std::string shape;
     for (int64_t d : req.shape) shape += (shape.empty() ? "" : "x") + std::to_string(d);
-    for (const Kernel &k : kernel_table()) {
+    for_each_kernel([&](const Kernel &k) {
         const KernelInfo &i = k.info;
         if (std::strcmp(i.op, req.op) || std::strcmp(i.dir, req.dir) || std::strcmp(i.dtype, dtype) ||
             req.variant != i.variant || std::strcmp(i.target, "cpu"))
-            continue;
+            return;
         const bool generic = std::strcmp(i.layout, "strided") == 0;
         std::string reason;
         if (!generic && std::strcmp(i.layout, req.layout) != 0)
@@ -113,9 +142,11 @@ const Kernel *select_kernel(const Request &req, std::string *why) {
         const bool shaped = *i.shape != 0, tuned = *i.schedule != 0;
         if (reason.empty() && shaped && shape != i.shape)
             reason = std::string("tuned for shape ") + i.shape + ", the call's is " + shape;
+        if (reason.empty() && i.threads && i.threads != threads)
+            reason = "tuned for " + std::to_string(i.threads) + " thread(s), the call runs on " + std::to_string(threads);
         if (!reason.empty()) {
             if (verbose_dispatch()) skipped += std::string("\n  skipped ") + i.name + ": " + reason;
-            continue;
+            return;
         }
         // A kernel tuned for the call's shape first, then a tuned one for any shape,
         // then the kernel list's for the call's layout, then the strided generic.
@@ -128,7 +159,7 @@ const Kernel *select_kernel(const Request &req, std::string *why) {
         } else if (verbose_dispatch()) {
             skipped += std::string("\n  skipped ") + i.name + ": less specialized than " + best->info.name;
         }
-    }
+    });
     std::string desc = describe(req.op, req.dir, req.dtype, req.shape, req.layout);
     if (!best) {
         *why = "no kernel in the kernel list for " + desc + " (variant " + req.variant + ")";
@@ -175,13 +206,10 @@ Status dispatch(const Request &req, const Args &args) {
 
 }  // namespace detail
 
-const std::vector<KernelInfo> &kernels() {
-    static const std::vector<KernelInfo> infos = [] {
-        std::vector<KernelInfo> v;
-        for (const auto &k : detail::kernel_table()) v.push_back(k.info);
-        return v;
-    }();
-    return infos;
+std::vector<KernelInfo> kernels() {
+    std::vector<KernelInfo> v;
+    detail::for_each_kernel([&](const detail::Kernel &k) { v.push_back(k.info); });
+    return v;
 }
 
 const char *last_kernel() { return detail::t_last_kernel.c_str(); }
@@ -196,12 +224,110 @@ int default_threads() {
     return n ? static_cast<int>(n) : 1;
 }
 std::atomic<int> g_threads{default_threads()};
+std::atomic<bool> g_threads_set{false};  // set_num_threads was called: registered runtimes follow
 }  // namespace
 
 int set_num_threads(int n) {
     if (n < 1) n = default_threads();
     halide_set_num_threads(n);
+    std::shared_lock<std::shared_mutex> lock(detail::g_registry_mu);
+    for (const KernelRuntimeHooks &rt : detail::g_runtimes) rt.set_num_threads(n);
+    g_threads_set = true;
     return g_threads.exchange(n);
+}
+
+namespace {
+
+bool valid_shape(const char *s) {
+    if (!*s) return true;
+    bool digit = false;
+    for (; *s; s++) {
+        if (*s >= '0' && *s <= '9') digit = true;
+        else if (*s == 'x' && digit) digit = false;
+        else return false;
+    }
+    return digit;
+}
+
+// Why `e` cannot join the table ("" if it can): it needs a built-in kernel of the same
+// op, direction and variant whose arguments (name, kind, rank, type) are exactly its own.
+std::string registration_problem(const ExternalKernel &e) {
+    const KernelInfo &i = e.info;
+    const std::string name = i.name ? i.name : "";
+    if (name.empty() || !i.op || !i.dir || !i.dtype || !i.layout || !i.variant || !i.shape || !i.target || !i.schedule)
+        return "kernel '" + name + "' has a null or empty field";
+    if (!e.argv_fn || !e.metadata_fn) return "kernel " + name + " has no entry points";
+    if (std::strcmp(i.target, "cpu")) return "kernel " + name + " has target '" + i.target + "'; the runtime dispatches cpu kernels";
+    if (i.threads < 0) return "kernel " + name + " has threads " + std::to_string(i.threads) + "; expected 0 (any) or more";
+    if (!valid_shape(i.shape)) return "kernel " + name + " has shape '" + i.shape + "'; expected sizes like 8192x1024";
+    const char *layouts[] = {"contig", "strided", "nchw", "nhwc"};
+    if (std::none_of(std::begin(layouts), std::end(layouts), [&](const char *l) { return !std::strcmp(l, i.layout); }))
+        return "kernel " + name + " has layout '" + i.layout + "' (contig, strided, nchw, nhwc)";
+    const char *dtypes[] = {"f32", "f16", "bf16"};
+    if (std::none_of(std::begin(dtypes), std::end(dtypes), [&](const char *d) { return !std::strcmp(d, i.dtype); }))
+        return "kernel " + name + " has dtype '" + i.dtype + "' (f32, f16, bf16)";
+    const halide_filter_metadata_t *md = e.metadata_fn();
+    const detail::Kernel *twin = nullptr;
+    for (const detail::Kernel &k : detail::kernel_table())
+        if (!std::strcmp(k.info.op, i.op) && !std::strcmp(k.info.dir, i.dir) && !std::strcmp(k.info.variant, i.variant) &&
+            !std::strcmp(k.info.dtype, i.dtype)) {
+            twin = &k;
+            break;
+        }
+    const std::string what = std::string(i.op) + " " + i.dir + " " + i.dtype + " (variant '" + i.variant + "')";
+    if (!twin) return "kernel " + name + ": the runtime has no " + what + " kernel to call it like";
+    const halide_filter_metadata_t *tmd = twin->metadata_fn();
+    auto same_arg = [](const halide_filter_argument_t &a, const halide_filter_argument_t &b) {
+        return !std::strcmp(a.name, b.name) && a.kind == b.kind && a.dimensions == b.dimensions && a.type == b.type;
+    };
+    for (int a = 0; a < md->num_arguments; a++) {
+        bool found = false;
+        for (int b = 0; b < tmd->num_arguments && !found; b++) found = same_arg(md->arguments[a], tmd->arguments[b]);
+        if (!found)
+            return "kernel " + name + " argument '" + md->arguments[a].name + "' does not match the runtime's " + what +
+                   " kernel " + twin->info.name + " (generated by another normgen version?)";
+    }
+    if (md->num_arguments != tmd->num_arguments)
+        return "kernel " + name + " has " + std::to_string(md->num_arguments) + " arguments, the runtime's " + what +
+               " kernel " + twin->info.name + " has " + std::to_string(tmd->num_arguments);
+    return "";
+}
+
+}  // namespace
+
+Status register_kernels(const ExternalKernel *kernels, size_t count, const KernelRuntimeHooks &hooks) {
+    if (count && !kernels) return Status(Status::Code::invalid_argument, "register_kernels: kernels is null");
+    if (!hooks.set_error_handler || !hooks.set_num_threads || !hooks.set_can_use_target_features)
+        return Status(Status::Code::invalid_argument, "register_kernels: every runtime hook must be set");
+    detail::init_runtime();
+    for (size_t n = 0; n < count; n++) {
+        std::string problem = registration_problem(kernels[n]);
+        if (!problem.empty()) return Status(Status::Code::invalid_argument, "register_kernels: " + problem);
+    }
+    std::unique_lock<std::shared_mutex> lock(detail::g_registry_mu);
+    for (size_t n = 0; n < count; n++) {
+        auto same_name = [&](const KernelInfo &i) { return !std::strcmp(i.name, kernels[n].info.name); };
+        bool taken = std::any_of(detail::g_registered.begin(), detail::g_registered.end(),
+                                 [&](const detail::Registered &r) { return same_name(r.kernel.info); }) ||
+                     std::any_of(detail::kernel_table().begin(), detail::kernel_table().end(),
+                                 [&](const detail::Kernel &k) { return same_name(k.info); });
+        for (size_t m = 0; m < n && !taken; m++) taken = same_name(kernels[m].info);
+        if (taken)
+            return Status(Status::Code::invalid_argument,
+                          std::string("register_kernels: a kernel named ") + kernels[n].info.name + " is already in the table");
+    }
+    detail::hook_runtime(hooks);
+    if (g_threads_set) hooks.set_num_threads(g_threads.load());
+    detail::g_runtimes.push_back(hooks);
+    // Front of the list: the latest registration wins ties.
+    for (size_t n = count; n-- > 0;)
+        detail::g_registered.push_front({detail::Kernel{kernels[n].info, kernels[n].argv_fn, kernels[n].metadata_fn}, &kernels[n]});
+    return Status::OK();
+}
+
+void unregister_kernels(const ExternalKernel *kernels, size_t count) {
+    std::unique_lock<std::shared_mutex> lock(detail::g_registry_mu);
+    detail::g_registered.remove_if([&](const detail::Registered &r) { return r.source >= kernels && r.source < kernels + count; });
 }
 
 int num_threads() { return g_threads.load(); }

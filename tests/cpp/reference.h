@@ -40,6 +40,21 @@ inline std::vector<int64_t> kernel_shape(const normgen::KernelInfo &k, std::vect
     return out;
 }
 
+// A tuned kernel is dispatched only on the thread count it was tuned at: a per-kernel
+// test sets that count for its scope (and restores the previous one).
+class KernelThreads {
+public:
+    explicit KernelThreads(const normgen::KernelInfo &k) : old_(k.threads ? normgen::set_num_threads(k.threads) : 0) {}
+    ~KernelThreads() {
+        if (old_) normgen::set_num_threads(old_);
+    }
+    KernelThreads(const KernelThreads &) = delete;
+    KernelThreads &operator=(const KernelThreads &) = delete;
+
+private:
+    int old_;
+};
+
 inline uint16_t f32_to_f16(float f) {
     uint32_t x;
     std::memcpy(&x, &f, 4);

@@ -44,6 +44,7 @@ class BatchNormKernel : public ::testing::TestWithParam<KernelInfo> {};
 
 TEST_P(BatchNormKernel, MatchesFloat64Reference) {
     const KernelInfo k = GetParam();
+    const ref::KernelThreads threads(k);  // a tuned kernel runs only at its thread count
     const DType dt = dtype_of(k.dtype);
     const bool training = flag(k, "training"), fwd = std::string(k.dir) == "fwd";
     const bool has_w = flag(k, "affine") || flag(k, "has_weight");

@@ -1,4 +1,5 @@
-# Install the built normgen into WORK_DIR/prefix, then build and run the consumer.
+# Install the built normgen into WORK_DIR/prefix, then build the consumer (which
+# generates its own kernels with the installed generators) and run it.
 file(REMOVE_RECURSE "${WORK_DIR}")
 function(run)
     execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)

@@ -65,6 +65,23 @@ def ref_rms_norm(x, normalized_shape, weight=None, eps=None):
     return y, rstd
 
 
+@pytest.fixture(autouse=True)
+def _tuned_kernel_threads(request):
+    """A tuned kernel is dispatched only on the thread count it was tuned at: a test
+    parametrized by such a kernel runs on that many threads."""
+    callspec = getattr(request.node, "callspec", None)
+    kernel = callspec.params.get("kernel") if callspec else None
+    threads = kernel.get("threads", 0) if isinstance(kernel, dict) else 0
+    if not threads:
+        yield
+        return
+    old = ng.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        ng.set_num_threads(old)
+
+
 def kernel_shape(kernel, fallback):
     """The shape a per-kernel test runs at: a tuned kernel's own (N, C, spatial) or
     (rows, cols), else `fallback`."""

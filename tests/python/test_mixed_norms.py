@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import normgen as ng
-from conftest import DTYPES, assert_close
+from conftest import DTYPES, assert_close, kernel_shape
 from test_batch_norm import LAYOUTS, _make
 from test_row_norm import _finite_difference_check
 
@@ -300,7 +300,7 @@ _LAYOUT = {"nchw": "nchw", "nhwc": "channels_last", "strided": "strided"}
 def test_every_mixed_norm_kernel_dispatches_and_matches(kernel):
     dtype = _TORCH_DTYPE[kernel["dtype"]]
     training = "training=1" in kernel["variant"]
-    x = _make((3, 6, 4, 5), dtype, _LAYOUT[kernel["layout"]])
+    x = _make(kernel_shape(kernel, (3, 6, 4, 5)), dtype, _LAYOUT[kernel["layout"]])  # tuned kernels: their shape
     c = x.shape[1]
     _, w, b, rm, rv = _params(c, dtype, True)
     if kernel["op"] == "batch_instance_norm":
@@ -318,6 +318,10 @@ def test_every_mixed_norm_kernel_dispatches_and_matches(kernel):
         assert ng.last_kernel() == kernel["name"]
         want = ref_switchable_norm(x, mw.double(), vw.double(), w.double(), b.double(), rm, rv, training)[0]
     assert_close(y, want.detach(), dtype, x.numel(), "y")
+    if kernel["shape"]:
+        # A tuned kernel is the only one at its shape: all outputs and gradients there.
+        (_check_bin if kernel["op"] == "batch_instance_norm" else _check_sn)(x, dtype, training, True)
+        assert ng.last_kernel() == kernel["name"] or kernel["dir"] == "fwd"
 
 
 def test_bad_input():

@@ -364,21 +364,28 @@ def test_verbose_dispatch_names_the_kernel(tmp_path):
     assert "skipped layer_norm_fwd_f32_contig_hb0_hw0: is for the contig layout, the call's is strided" in out.stderr
 
 
-def test_tuned_kernels_dispatch_only_at_their_shape():
-    """Kernels from the tuned table (schedules/tuned/) serve exactly their shape."""
+def test_tuned_kernels_dispatch_only_at_their_shape_and_thread_count():
+    """Kernels from the tuned table (schedules/tuned/) serve exactly their shape, on the
+    thread count they were tuned at."""
     tuned = [k for k in ng.kernels() if k["shape"] and k["op"] in ("layer_norm", "rms_norm") and k["dir"] == "fwd"]
     # Without a tuned table (NORMGEN_TUNED_TABLE empty), calls get the kernel list's kernels.
     ng.layer_norm(torch.randn(8192, 1024), (1024,), torch.randn(1024), torch.randn(1024))
     chosen = next(k for k in ng.kernels() if k["name"] == ng.last_kernel())
     assert chosen["shape"] == ("8192x1024" if any(k["shape"] == "8192x1024" and k["op"] == "layer_norm"
-                                                  for k in tuned) else "")
-    for k in tuned:
-        rows, cols = map(int, k["shape"].split("x"))
-        w = torch.randn(cols)
-        for r, want in ((rows, True), (rows + 1, False)):
-            x = torch.randn(r, cols)
-            if k["op"] == "layer_norm":
-                ng.layer_norm(x, (cols,), w, torch.randn(cols))
-            else:
-                ng.rms_norm(x, (cols,), w)
-            assert (ng.last_kernel() == k["name"]) == want, (k["name"], r, ng.last_kernel())
+                                                  and k["threads"] in (0, ng.num_threads()) for k in tuned) else "")
+    old = ng.num_threads()
+    try:
+        for k in tuned:
+            rows, cols = map(int, k["shape"].split("x"))
+            w = torch.randn(cols)
+            for r, threads, want in ((rows, k["threads"], True), (rows + 1, k["threads"], False),
+                                     (rows, k["threads"] + 1, k["threads"] == 0)):
+                ng.set_num_threads(threads or old)
+                x = torch.randn(r, cols)
+                if k["op"] == "layer_norm":
+                    ng.layer_norm(x, (cols,), w, torch.randn(cols))
+                else:
+                    ng.rms_norm(x, (cols,), w)
+                assert (ng.last_kernel() == k["name"]) == want, (k["name"], r, threads, ng.last_kernel())
+    finally:
+        ng.set_num_threads(old)

@@ -2,6 +2,7 @@
 //
 //   normgen-tune run   --db FILE (--workload D | --suite FILE)... [--budget N] [--threads T]
 //                      [--seed S] [--rounds R] [--repeats K] [--resume] [--autoschedulers A,B,...]
+//                      [--autoscheduler-timeout SECONDS]
 //   normgen-tune time  <workload> [--threads T] [knobs...]   time knob strings side by side
 //   normgen-tune best  --db FILE                              the winners, one line each
 //   normgen-tune report --db FILE                             default vs tuned vs autoschedulers
@@ -20,6 +21,9 @@
 #include "trial_db.h"
 #include "workload.h"
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -91,7 +95,96 @@ struct Options {
     unsigned seed = 1;
     bool resume = false;
     std::vector<std::string> autoschedulers;  // baselines timed after the search
+    double autoscheduler_timeout = 600;       // seconds per autoscheduler trial (own process)
 };
+
+// One trial measured here: compile `knobs`, check its outputs against the default
+// schedule's, time both interleaved. Failures become the trial's status, never fatal.
+Trial measure_trial(const Options &o, const Workload &w, JitWorkload &jw, Instance &def, const std::string &knobs,
+                    const std::string &target, const std::string &machine, const std::string &commit) {
+    Trial t{w.descriptor(), target, knobs, o.threads};
+    t.machine = machine;
+    t.halide_version = halide_version();
+    t.normgen_commit = commit;
+    try {
+        Instance inst = jw.instantiate(knobs);
+        t.compile_s = inst.compile_seconds;
+        try {
+            inst.run();
+            t.max_rel_diff = JitWorkload::max_rel_diff(inst, def);
+            if (!(t.max_rel_diff <= tolerance(w.dtype))) {
+                t.status = "mismatch";
+                t.error = "outputs differ from the default schedule's by " + std::to_string(t.max_rel_diff);
+            } else {
+                std::vector<double> ms = time_interleaved({&inst, &def}, o.rounds, o.repeats);
+                t.status = "ok";
+                t.median_ms = ms[0] * 1e3;
+                t.default_ms = ms[1] * 1e3;
+            }
+        } catch (const std::exception &e) {
+            t.status = "run_error";
+            t.error = e.what();
+        }
+    } catch (const std::exception &e) {  // includes std::bad_alloc under the trial process's memory limit
+        t.status = "compile_error";
+        t.error = e.what();
+    }
+    return t;
+}
+
+// An autoscheduler trial in its own process (`normgen-tune trial`), which logs it: an
+// autoscheduler search can run for many minutes and many GiB on some pipelines (Adams2019
+// on GroupNorm backward: > 16 GiB, > 5 min), and cannot be interrupted in-process. The
+// child gets half the machine's memory and o.autoscheduler_timeout seconds; a child
+// that is killed or dies is logged here as a compile_error naming the reason.
+Trial isolated_trial(const Options &o, TrialDb &db, const std::string &wl, const std::string &knobs,
+                     const std::string &target, const std::string &machine, const std::string &commit) {
+    std::vector<std::string> args = {"/proc/self/exe", "trial", "--db", o.db, "--workload", wl,
+                                     "--threads", std::to_string(o.threads), "--rounds", std::to_string(o.rounds),
+                                     "--repeats", std::to_string(o.repeats), "--schedule", knobs};
+    std::vector<char *> argv;
+    for (std::string &a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const rlim_t mem = static_cast<rlim_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<rlim_t>(sysconf(_SC_PAGE_SIZE)) / 2;
+    std::fflush(nullptr);
+    const pid_t pid = fork();
+    if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {  // only async-signal-safe calls until exec
+        struct rlimit rl = {mem, mem};
+        setrlimit(RLIMIT_AS, &rl);
+        execv(argv[0], argv.data());
+        _exit(127);
+    }
+    const double deadline = now() + o.autoscheduler_timeout;
+    int status = 0;
+    std::string reason;
+    for (;;) {
+        const pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) {
+            if (WIFSIGNALED(status)) reason = "the trial process died of signal " + std::to_string(WTERMSIG(status));
+            else if (WEXITSTATUS(status) != 0) reason = "the trial process exited with " + std::to_string(WEXITSTATUS(status));
+            break;
+        }
+        if (now() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            char b[128];
+            std::snprintf(b, sizeof b, "did not finish within %g s (--autoscheduler-timeout); killed", o.autoscheduler_timeout);
+            reason = b;
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    if (std::optional<Trial> t = db.find(wl, target, o.threads, knobs, machine)) return *t;
+    Trial t{wl, target, knobs, o.threads};
+    t.machine = machine;
+    t.halide_version = halide_version();
+    t.normgen_commit = commit;
+    t.status = "compile_error";
+    t.error = reason.empty() ? "the trial process logged nothing" : reason;
+    db.add(t);
+    return t;
+}
 
 class Progress {
 public:
@@ -150,33 +243,11 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
             reused++;
             return t;
         }
-        Trial t{wl, tgt, knobs, o.threads};
-        t.machine = machine;
-        t.halide_version = halide_version();
-        t.normgen_commit = commit;
-        try {
-            Instance inst = jw.instantiate(knobs);
-            t.compile_s = inst.compile_seconds;
-            try {
-                inst.run();
-                t.max_rel_diff = JitWorkload::max_rel_diff(inst, def);
-                if (!(t.max_rel_diff <= tolerance(w.dtype))) {
-                    t.status = "mismatch";
-                    t.error = "outputs differ from the default schedule's by " + std::to_string(t.max_rel_diff);
-                } else {
-                    std::vector<double> ms = time_interleaved({&inst, &def}, o.rounds, o.repeats);
-                    t.status = "ok";
-                    t.median_ms = ms[0] * 1e3;
-                    t.default_ms = ms[1] * 1e3;
-                }
-            } catch (const std::exception &e) {
-                t.status = "run_error";
-                t.error = e.what();
-            }
-        } catch (const std::exception &e) {
-            t.status = "compile_error";
-            t.error = e.what();
+        if (knobs.rfind("autoscheduler:", 0) == 0) {
+            measured++;
+            return isolated_trial(o, db, wl, knobs, tgt, machine, commit);
         }
+        Trial t = measure_trial(o, w, jw, def, knobs, tgt, machine, commit);
         db.add(t);
         measured++;
         return t;
@@ -282,6 +353,7 @@ int cmd_run(int argc, char **argv) {
         else if (a == "--rounds") o.rounds = std::stoi(next());
         else if (a == "--repeats") o.repeats = std::stoi(next());
         else if (a == "--resume") o.resume = true;
+        else if (a == "--autoscheduler-timeout") o.autoscheduler_timeout = std::stod(next());
         else if (a == "--autoschedulers") {
             std::stringstream in(next());
             std::string name;
@@ -310,6 +382,39 @@ int cmd_run(int argc, char **argv) {
         }
     }
     for (const std::string &d : o.workloads) tune_workload(o, db, d, target, machine);
+    return 0;
+}
+
+// `trial`: one trial measured and logged in this process (what isolated_trial runs).
+int cmd_trial(int argc, char **argv) {
+    Options o;
+    std::string workload, knobs;
+    bool have_schedule = false;
+    for (int i = 0; i < argc; i++) {
+        std::string a = argv[i];
+        auto next = [&]() -> std::string {
+            if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--db") o.db = next();
+        else if (a == "--workload") workload = next();
+        else if (a == "--threads") o.threads = std::stoi(next());
+        else if (a == "--rounds") o.rounds = std::stoi(next());
+        else if (a == "--repeats") o.repeats = std::stoi(next());
+        else if (a == "--schedule") knobs = next(), have_schedule = true;
+        else throw std::invalid_argument("unknown option " + a);
+    }
+    if (o.db.empty() || workload.empty() || !have_schedule)
+        throw std::invalid_argument("trial needs --db, --workload and --schedule");
+    setenv("HL_NUM_THREADS", std::to_string(o.threads).c_str(), 1);
+    const Workload w = Workload::parse(workload);
+    const Halide::Target target = Halide::get_jit_target_from_environment();
+    JitWorkload jw(w, target);
+    Instance def = jw.instantiate("");
+    def.run();
+    TrialDb db(o.db);
+    Trial t = measure_trial(o, w, jw, def, knobs, target.to_string(), machine_description(), normgen_commit());
+    db.add(t);
     return 0;
 }
 
@@ -412,26 +517,35 @@ int cmd_report(int argc, char **argv) {
 // in the kernel-list grammar (one line per workload, its shape baked in as shape=).
 int cmd_export(int argc, char **argv) {
     std::string db_path, out_path, target = Halide::get_jit_target_from_environment().to_string();
-    int threads = 1;
+    std::string threads_arg = "1";
+    std::set<int> threads;  // thread counts exported; each line says its own (threads=)
     double min_gain = 0.03;
     for (int i = 0; i < argc; i++) {
         std::string a = argv[i];
         if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
         if (a == "--db") db_path = argv[++i];
         else if (a == "--out") out_path = argv[++i];
-        else if (a == "--threads") threads = std::stoi(argv[++i]);
+        else if (a == "--threads") threads_arg = argv[++i];
         else if (a == "--min-gain") min_gain = std::stod(argv[++i]);
         else if (a == "--target") target = argv[++i];
         else throw std::invalid_argument("unknown option " + a);
     }
     if (db_path.empty() || out_path.empty()) throw std::invalid_argument("usage: export --db FILE --out LIST");
+    {
+        std::stringstream in(threads_arg);
+        std::string t;
+        while (std::getline(in, t, ','))
+            if (!t.empty()) threads.insert(std::stoi(t));
+        if (threads.empty() || *threads.begin() < 1)
+            throw std::invalid_argument("--threads expects thread counts like 1 or 1,2, got '" + threads_arg + "'");
+    }
     TrialDb db(db_path);
     // One line per kernel: workloads that build the same kernel (instance_norm and
     // group_norm share group_norm's kernels) keep the larger gain.
     std::map<std::string, std::pair<double, std::string>> lines;  // kernel -> (ratio, text)
     int kept_default = 0, merged = 0;
     for (const Trial &t : db.best()) {
-        if (t.target != target || t.threads != threads) continue;
+        if (t.target != target || !threads.count(t.threads)) continue;
         const double ratio = t.median_ms / t.default_ms;
         if (t.schedule.empty() || ratio > 1.0 - min_gain) {
             kept_default++;
@@ -441,11 +555,11 @@ int cmd_export(int argc, char **argv) {
         char note[256];
         std::snprintf(note, sizeof note, "# %s: %.4f ms, %.3fx of the default schedule (%s)\n", t.workload.c_str(),
                       t.median_ms, ratio, t.machine.c_str());
-        const std::string kernel = w.kernel_list_line("");
+        const std::string kernel = w.kernel_list_line("") + " threads=" + std::to_string(t.threads);
         auto it = lines.find(kernel);
         if (it != lines.end()) merged++;
         if (it == lines.end() || ratio < it->second.first)
-            lines[kernel] = {ratio, note + w.kernel_list_line(t.schedule) + "\n"};
+            lines[kernel] = {ratio, note + w.kernel_list_line(t.schedule) + " threads=" + std::to_string(t.threads) + "\n"};
     }
     std::string body;
     for (const auto &[kernel, line] : lines) body += line.second;
@@ -453,9 +567,10 @@ int cmd_export(int argc, char **argv) {
     kept_default += merged;
     std::ofstream out(out_path);
     if (!out) throw std::invalid_argument("cannot write " + out_path);
-    out << "# normgen tuned kernels for " << target << ", " << threads << " thread(s).\n"
+    out << "# normgen tuned kernels for " << target << ", tuned at " << threads_arg
+        << " thread(s); a kernel is used only on the thread count of its line.\n"
         << "# GENERATED by normgen-tune export; do not edit. Regenerate with:\n"
-        << "#   build/normgen-tune export --db " << db_path << " --out " << out_path << " --threads " << threads
+        << "#   build/normgen-tune export --db " << db_path << " --out " << out_path << " --threads " << threads_arg
         << " --min-gain " << min_gain << "\n"
         << "# " << rows << " tuned kernel(s); " << kept_default
         << " workload(s) kept the default schedule (within the gain threshold).\n"
@@ -471,6 +586,7 @@ int main(int argc, char **argv) {
     const char *usage =
         "usage: normgen-tune run --db FILE (--workload D | --suite FILE)... [--budget N] [--threads T] [--seed S]\n"
         "                        [--rounds R] [--repeats K] [--resume] [--autoschedulers Adams2019,Mullapudi2016,Li2018]\n"
+        "                        [--autoscheduler-timeout SECONDS (600)]\n"
         "       normgen-tune time <workload> [--threads T] [--rounds R] [knobs...]\n"
         "       normgen-tune best --db FILE\n"
         "       normgen-tune merge --db OUT IN...\n"
@@ -485,6 +601,7 @@ int main(int argc, char **argv) {
     try {
         if (cmd == "run") return cmd_run(argc - 2, argv + 2);
         if (cmd == "time") return cmd_time(argc - 2, argv + 2);
+        if (cmd == "trial") return cmd_trial(argc - 2, argv + 2);
         if (cmd == "best") return cmd_best(argc - 2, argv + 2);
         if (cmd == "merge") return cmd_merge(argc - 2, argv + 2);
         if (cmd == "export") return cmd_export(argc - 2, argv + 2);

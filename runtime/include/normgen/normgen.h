@@ -332,8 +332,10 @@ struct KernelInfo {
     const char *shape;     // shape specialization ("": any): rows x cols, or N x C x spatial
     const char *target;    // cpu | cuda
     const char *schedule;  // schedule knobs ("" = defaults)
+    int threads;           // tuned kernels: the thread count they were tuned at, used only then (0: any)
 };
-NORMGEN_API const std::vector<KernelInfo> &kernels();
+// A snapshot: the built-in kernels and any a consumer registered (normgen/kernel_registry.h).
+NORMGEN_API std::vector<KernelInfo> kernels();
 
 // Descriptor of a problem in the grammar shared by logs, tests, bench and tuner:
 // "<op>:<dir>:<dtype>:<shape>[:<layout>]", e.g. "layer_norm:fwd:f32:8192x1024".
