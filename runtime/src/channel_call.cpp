@@ -257,7 +257,8 @@ Status ChannelCall::run(const char *op, const char *dir, const std::string &vari
     const char *layout = unit_dim_ == 0 ? "nchw" : unit_dim_ == 1 ? "nhwc" : "strided";
     if (!params_unit_) layout = "strided";
     std::string why;
-    const Kernel *k = select_kernel({op, dir, x_.dtype, variant, layout, {batch_, channels_, spatial_}}, &why);
+    const Selection sel = select_kernel({op, dir, x_.dtype, variant, layout, {batch_, channels_, spatial_}}, &why);
+    const Kernel *k = sel.kernel;
     if (!k) return Status(Status::Code::runtime_error, why);
     const halide_filter_metadata_t *md = k->metadata_fn();
     for (Bound &b : bound_) {

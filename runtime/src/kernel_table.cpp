@@ -44,15 +44,18 @@ thread_local std::string t_last_kernel;
 // Per-call context handed to the kernel as Halide's user_context: errors raised
 // on any worker thread of this call land here (guarded, as workers may race).
 struct CallContext {
+    static constexpr uint64_t kMagic = 0x6e6f726d67656e31;  // "normgen1": a context of ours
+    uint64_t magic = kMagic;
     std::mutex mu;
     std::string error;
 };
 
 void error_handler(void *user_context, const char *msg) {
     auto *ctx = static_cast<CallContext *>(user_context);
-    if (!ctx) {
-        // Errors outside any normgen call (should not happen): report, never abort.
-        std::fprintf(stderr, "normgen: Halide error outside a call: %s\n", msg);
+    if (!ctx || ctx->magic != CallContext::kMagic) {
+        // Not a normgen call (e.g. the application's own pipeline on a consumer's Halide
+        // runtime, which carries this handler): report, never abort.
+        std::fprintf(stderr, "Halide error: %s\n", msg);
         return;
     }
     std::lock_guard<std::mutex> lock(ctx->mu);
@@ -105,7 +108,8 @@ struct Registered {
 };
 std::shared_mutex g_registry_mu;
 std::list<Registered> g_registered;
-std::vector<KernelRuntimeHooks> g_runtimes;
+// The consumers' Halide runtimes, by the registration that brought each.
+std::list<std::pair<const ExternalKernel *, KernelRuntimeHooks>> g_runtimes;
 
 }  // namespace
 
@@ -114,15 +118,16 @@ const std::vector<Kernel> &kernel_table() {
     return table;
 }
 
-// Calls f(kernel) on every kernel, registered ones first, under the registry's read lock.
+// Calls f(kernel) on every kernel, registered ones first; the caller holds the
+// registry's lock.
 template <typename F>
-void for_each_kernel(F &&f) {
-    std::shared_lock<std::shared_mutex> lock(g_registry_mu);
+void for_each_kernel_locked(F &&f) {
     for (const Registered &r : g_registered) f(r.kernel);
     for (const Kernel &k : kernel_table()) f(k);
 }
 
-const Kernel *select_kernel(const Request &req, std::string *why) {
+Selection select_kernel(const Request &req, std::string *why) {
+    Selection sel{nullptr, std::shared_lock<std::shared_mutex>(g_registry_mu)};
     const Kernel *best = nullptr;
     int best_rank = 1 << 30;
     std::string skipped;
@@ -130,7 +135,7 @@ const Kernel *select_kernel(const Request &req, std::string *why) {
     const int threads = num_threads();
     std::string shape;
     for (int64_t d : req.shape) shape += (shape.empty() ? "" : "x") + std::to_string(d);
-    for_each_kernel([&](const Kernel &k) {
+    for_each_kernel_locked([&](const Kernel &k) {
         const KernelInfo &i = k.info;
         if (std::strcmp(i.op, req.op) || std::strcmp(i.dir, req.dir) || std::strcmp(i.dtype, dtype) ||
             req.variant != i.variant || std::strcmp(i.target, "cpu"))
@@ -163,11 +168,12 @@ const Kernel *select_kernel(const Request &req, std::string *why) {
     std::string desc = describe(req.op, req.dir, req.dtype, req.shape, req.layout);
     if (!best) {
         *why = "no kernel in the kernel list for " + desc + " (variant " + req.variant + ")";
-        return nullptr;
+        return sel;
     }
     t_last_kernel = best->info.name;
     if (verbose_dispatch()) std::fprintf(stderr, "normgen: %s -> %s%s\n", desc.c_str(), best->info.name, skipped.c_str());
-    return best;
+    sel.kernel = best;
+    return sel;
 }
 
 Status run_kernel(const Kernel &k, const Args &args) {
@@ -199,16 +205,17 @@ Status run_kernel(const Kernel &k, const Args &args) {
 
 Status dispatch(const Request &req, const Args &args) {
     std::string why;
-    const Kernel *k = select_kernel(req, &why);
-    if (!k) return Status(Status::Code::runtime_error, why);
-    return run_kernel(*k, args);
+    const Selection sel = select_kernel(req, &why);
+    if (!sel.kernel) return Status(Status::Code::runtime_error, why);
+    return run_kernel(*sel.kernel, args);
 }
 
 }  // namespace detail
 
 std::vector<KernelInfo> kernels() {
     std::vector<KernelInfo> v;
-    detail::for_each_kernel([&](const detail::Kernel &k) { v.push_back(k.info); });
+    std::shared_lock<std::shared_mutex> lock(detail::g_registry_mu);
+    detail::for_each_kernel_locked([&](const detail::Kernel &k) { v.push_back(k.info); });
     return v;
 }
 
@@ -229,9 +236,10 @@ std::atomic<bool> g_threads_set{false};  // set_num_threads was called: register
 
 int set_num_threads(int n) {
     if (n < 1) n = default_threads();
+    // Exclusive: concurrent calls must leave every runtime and g_threads agreeing.
+    std::unique_lock<std::shared_mutex> lock(detail::g_registry_mu);
     halide_set_num_threads(n);
-    std::shared_lock<std::shared_mutex> lock(detail::g_registry_mu);
-    for (const KernelRuntimeHooks &rt : detail::g_runtimes) rt.set_num_threads(n);
+    for (const auto &[source, rt] : detail::g_runtimes) rt.set_num_threads(n);
     g_threads_set = true;
     return g_threads.exchange(n);
 }
@@ -316,9 +324,10 @@ Status register_kernels(const ExternalKernel *kernels, size_t count, const Kerne
             return Status(Status::Code::invalid_argument,
                           std::string("register_kernels: a kernel named ") + kernels[n].info.name + " is already in the table");
     }
+    if (!count) return Status::OK();
     detail::hook_runtime(hooks);
     if (g_threads_set) hooks.set_num_threads(g_threads.load());
-    detail::g_runtimes.push_back(hooks);
+    detail::g_runtimes.emplace_back(kernels, hooks);
     // Front of the list: the latest registration wins ties.
     for (size_t n = count; n-- > 0;)
         detail::g_registered.push_front({detail::Kernel{kernels[n].info, kernels[n].argv_fn, kernels[n].metadata_fn}, &kernels[n]});
@@ -326,8 +335,10 @@ Status register_kernels(const ExternalKernel *kernels, size_t count, const Kerne
 }
 
 void unregister_kernels(const ExternalKernel *kernels, size_t count) {
+    // Waits for running calls into these kernels (they hold a read lock) to finish.
     std::unique_lock<std::shared_mutex> lock(detail::g_registry_mu);
     detail::g_registered.remove_if([&](const detail::Registered &r) { return r.source >= kernels && r.source < kernels + count; });
+    detail::g_runtimes.remove_if([&](const auto &r) { return r.first == kernels; });
 }
 
 int num_threads() { return g_threads.load(); }

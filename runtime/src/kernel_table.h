@@ -7,6 +7,7 @@
 
 #include <HalideRuntime.h>
 
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -47,9 +48,17 @@ struct Request {
     std::vector<int64_t> shape;
 };
 
+// A selected kernel, and a read lock on the registry of consumer kernels that keeps the
+// kernel registered (its library loaded) until the selection is dropped.
+struct Selection {
+    const Kernel *kernel = nullptr;
+    std::shared_lock<std::shared_mutex> hold;
+};
+
 // The best kernel for `req`: one tuned for its shape, then a tuned one for any shape,
-// then the kernel list's for the call's layout, then the strided generic. nullptr (with a message in *why) if none fits.
-const Kernel *select_kernel(const Request &req, std::string *why);
+// then the kernel list's for the call's layout, then the strided generic. No kernel
+// (with a message in *why) if none fits.
+Selection select_kernel(const Request &req, std::string *why);
 
 // Run `k` with `args`; a non-zero return or a Halide error becomes a Status.
 Status run_kernel(const Kernel &k, const Args &args);

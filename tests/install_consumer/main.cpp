@@ -130,6 +130,9 @@ int main() {
     // set_num_threads reaches the consumer's Halide runtime too; results do not change.
     normgen::set_num_threads(1);
     check(row_norm(false, 64, 256) < 2e-5, "layer_norm 64x256 on 1 thread matches");
+    const int consumer_threads = halide_set_num_threads(3);  // this binary's own Halide runtime
+    check(consumer_threads == 1, "set_num_threads(1) reached the consumer's runtime: it had " +
+                                     std::to_string(consumer_threads));
     normgen::set_num_threads(0);
 
     // Registration errors name the kernel and the reason, and add nothing.

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import normgen as ng
-from conftest import DTYPES, assert_close
+from conftest import DTYPES, assert_close, kernel_shape
 from test_batch_norm import _make
 from test_row_norm import _finite_difference_check
 
@@ -80,12 +80,14 @@ def test_every_fused_batch_norm_kernel_dispatches_and_matches(kernel):
     flags = dict(kv.split("=") for kv in kernel["variant"].split(","))
     dtype, layout = _TORCH_DTYPE[kernel["dtype"]], _LAYOUT[kernel["layout"]]
     with_residual, training = flags["add_residual"] == "1", flags["training"] == "1"
-    _check_batch_norm(dtype, layout, training, "silu", with_residual)
+    shape = kernel_shape(kernel, (3, 5, 4, 6))  # tuned kernels: their (N, C, spatial)
+    c = shape[1]
+    _check_batch_norm(dtype, layout, training, "silu", with_residual, shape=shape)
     names = [ng.last_kernel()]  # the backward's
     if kernel["dir"] == "fwd":
-        ng.batch_norm_forward(_make((3, 5, 4, 6), dtype, layout), torch.zeros(5), torch.ones(5), torch.ones(5, dtype=dtype),
-                              torch.zeros(5, dtype=dtype), training, activation="silu",
-                              residual=_make((3, 5, 4, 6), dtype, layout) if with_residual else None)
+        ng.batch_norm_forward(_make(shape, dtype, layout), torch.zeros(c), torch.ones(c), torch.ones(c, dtype=dtype),
+                              torch.zeros(c, dtype=dtype), training, activation="silu",
+                              residual=_make(shape, dtype, layout) if with_residual else None)
         names = [ng.last_kernel()]
     assert kernel["name"] in names
 
@@ -170,15 +172,17 @@ def test_every_fused_group_norm_kernel_dispatches_and_matches(kernel):
     flags = dict(kv.split("=") for kv in kernel["variant"].split(","))
     dtype, layout = _TORCH_DTYPE[kernel["dtype"]], _LAYOUT[kernel["layout"]]
     with_residual = flags["add_residual"] == "1"
-    x = _make((3, 6, 4, 5), dtype, layout)
-    r = _make((3, 6, 4, 5), dtype, layout) if with_residual else None
-    y, mean, rstd = ng.group_norm_forward(x, 3, activation="silu", residual=r)
+    shape = kernel_shape(kernel, (3, 6, 4, 5))  # tuned kernels: their (N, C, spatial)
+    groups = 32 if kernel["shape"] and shape[1] % 32 == 0 else 3
+    x = _make(shape, dtype, layout)
+    r = _make(shape, dtype, layout) if with_residual else None
+    y, mean, rstd = ng.group_norm_forward(x, groups, activation="silu", residual=r)
     if kernel["dir"] == "fwd":
         assert ng.last_kernel() == kernel["name"]
     else:
-        ng.group_norm_backward(torch.ones_like(x), x, mean, rstd, 3, activation="silu", residual=r)
+        ng.group_norm_backward(torch.ones_like(x), x, mean, rstd, groups, activation="silu", residual=r)
         assert ng.last_kernel() == kernel["name"]
-    _check_group_norm(dtype, layout, 3, "silu", with_residual)
+    _check_group_norm(dtype, layout, groups, "silu", with_residual, shape=shape)
 
 
 @pytest.mark.parametrize("activation,with_residual", EPILOGUES)

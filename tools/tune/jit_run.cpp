@@ -72,7 +72,7 @@ void load_autoscheduler(const std::string &name) {
 JitWorkload::Shape JitWorkload::shape_of(const std::string &name, int dims) const {
     const Workload &w = w_;
     Shape s;
-    const bool tensor = in(name, {"x", "y", "dy", "dx", "residual", "s", "ds"});
+    const bool tensor = in(name, {"x", "y", "dy", "dx", "residual", "dresidual", "s", "ds"});
     if (w.row_family) {
         const int cols = static_cast<int>(w.cols()), rows = static_cast<int>(w.rows());
         if (tensor) s = {{cols, rows}, {}, w.layout == "strided"};
@@ -154,12 +154,16 @@ Instance JitWorkload::instantiate(const std::string &knobs) {
         if (info.dir == Internal::ArgInfoDirection::Input) {
             for (Parameter &p : gen->input_parameter(info.name)) {
                 if (!p.is_buffer()) {
-                    if (p.type() == Float(32)) {
-                        p.set_scalar<float>(1e-5f);
-                        p.set_estimate(Expr(1e-5f));
+                    if (p.type() == Float(32)) {  // eps; negative_slope 0 (relu)
+                        const float v = info.name == "negative_slope" ? 0.f : 1e-5f;
+                        p.set_scalar<float>(v);
+                        p.set_estimate(Expr(v));
                     } else if (p.type() == Int(32) && info.name == "groups") {
                         p.set_scalar<int32_t>(w_.groups);
                         p.set_estimate(Expr(w_.groups));
+                    } else if (p.type() == Int(32) && info.name == "activation") {
+                        p.set_scalar<int32_t>(w_.activation);
+                        p.set_estimate(Expr(w_.activation));
                     } else {
                         throw std::runtime_error("the tuner cannot bind scalar argument '" + info.name + "'");
                     }

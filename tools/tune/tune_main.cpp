@@ -21,6 +21,7 @@
 #include "trial_db.h"
 #include "workload.h"
 
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <signal.h>
@@ -121,10 +122,16 @@ Trial measure_trial(const Options &o, const Workload &w, JitWorkload &jw, Instan
                 t.median_ms = ms[0] * 1e3;
                 t.default_ms = ms[1] * 1e3;
             }
+        } catch (const Halide::Error &e) {
+            t.status = "run_error";
+            t.error = e.what();
         } catch (const std::exception &e) {
             t.status = "run_error";
             t.error = e.what();
         }
+    } catch (const Halide::Error &e) {  // Halide's errors are not std::exceptions
+        t.status = "compile_error";
+        t.error = e.what();
     } catch (const std::exception &e) {  // includes std::bad_alloc under the trial process's memory limit
         t.status = "compile_error";
         t.error = e.what();
@@ -150,6 +157,7 @@ Trial isolated_trial(const Options &o, TrialDb &db, const std::string &wl, const
     const pid_t pid = fork();
     if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
     if (pid == 0) {  // only async-signal-safe calls until exec
+        prctl(PR_SET_PDEATHSIG, SIGKILL);  // dies with the tuner
         struct rlimit rl = {mem, mem};
         setrlimit(RLIMIT_AS, &rl);
         execv(argv[0], argv.data());
@@ -160,8 +168,14 @@ Trial isolated_trial(const Options &o, TrialDb &db, const std::string &wl, const
     std::string reason;
     for (;;) {
         const pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r < 0 && errno != EINTR) {
+            reason = std::string("waitpid: ") + std::strerror(errno);
+            break;
+        }
         if (r == pid) {
-            if (WIFSIGNALED(status)) reason = "the trial process died of signal " + std::to_string(WTERMSIG(status));
+            if (WIFSIGNALED(status))
+                reason = "the trial process died of signal " + std::to_string(WTERMSIG(status)) +
+                         " (its memory limit is " + std::to_string(mem >> 30) + " GiB: out of memory aborts)";
             else if (WEXITSTATUS(status) != 0) reason = "the trial process exited with " + std::to_string(WEXITSTATUS(status));
             break;
         }
@@ -253,7 +267,10 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
         return t;
     };
     auto consider = [&](const std::optional<Trial> &t) {
-        if (t && t->status == "ok" && t->schedule.rfind("autoscheduler:", 0) != 0 && t->default_ms > 0 && t->median_ms / t->default_ms < best_ratio) {
+        // The default schedule is the reference (ratio 1 by definition; its timing
+        // against itself only shows the noise), autoschedulers are baselines.
+        if (t && t->status == "ok" && !t->schedule.empty() && t->schedule.rfind("autoscheduler:", 0) != 0 &&
+            t->default_ms > 0 && t->median_ms / t->default_ms < best_ratio) {
             best_ratio = t->median_ms / t->default_ms;
             best_knobs = t->schedule;
         }
@@ -335,25 +352,62 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
     return 0;
 }
 
-int cmd_run(int argc, char **argv) {
-    Options o;
+// An option's numeric value, whole; a clear error naming the option otherwise.
+int int_option(const std::string &option, const std::string &value, int min) {
+    size_t used = 0;
+    int v = 0;
+    try {
+        v = std::stoi(value, &used);
+    } catch (const std::exception &) {
+        used = 0;
+    }
+    if (value.empty() || used != value.size() || v < min)
+        throw std::invalid_argument(option + " expects an integer >= " + std::to_string(min) + ", got '" + value + "'");
+    return v;
+}
+
+double seconds_option(const std::string &option, const std::string &value) {
+    size_t used = 0;
+    double v = 0;
+    try {
+        v = std::stod(value, &used);
+    } catch (const std::exception &) {
+        used = 0;
+    }
+    if (value.empty() || used != value.size() || !(v > 0))
+        throw std::invalid_argument(option + " expects a positive number of seconds, got '" + value + "'");
+    return v;
+}
+
+// Calls on_option(name, next) for each option of argv; next() returns its value. The
+// options run and trial share (--db, --threads, --rounds, --repeats) are stored in `o`
+// without reaching on_option.
+template <typename F>
+void parse_options(int argc, char **argv, Options &o, F &&on_option) {
     for (int i = 0; i < argc; i++) {
-        std::string a = argv[i];
+        const std::string a = argv[i];
         auto next = [&]() -> std::string {
             if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
             return argv[++i];
         };
         if (a == "--db") o.db = next();
-        else if (a == "--workload") o.workloads.push_back(next());
+        else if (a == "--threads") o.threads = int_option(a, next(), 1);
+        else if (a == "--rounds") o.rounds = int_option(a, next(), 1);
+        else if (a == "--repeats") o.repeats = int_option(a, next(), 1);
+        else on_option(a, next);
+    }
+}
+
+int cmd_run(int argc, char **argv) {
+    Options o;
+    parse_options(argc, argv, o, [&](const std::string &a, const auto &next) {
+        if (a == "--workload") o.workloads.push_back(next());
         else if (a == "--suite") {
             for (const std::string &d : read_suite(next())) o.workloads.push_back(d);
-        } else if (a == "--budget") o.budget = std::stoi(next());
-        else if (a == "--threads") o.threads = std::stoi(next());
-        else if (a == "--seed") o.seed = static_cast<unsigned>(std::stoul(next()));
-        else if (a == "--rounds") o.rounds = std::stoi(next());
-        else if (a == "--repeats") o.repeats = std::stoi(next());
+        } else if (a == "--budget") o.budget = int_option(a, next(), 1);
+        else if (a == "--seed") o.seed = static_cast<unsigned>(int_option(a, next(), 0));
         else if (a == "--resume") o.resume = true;
-        else if (a == "--autoscheduler-timeout") o.autoscheduler_timeout = std::stod(next());
+        else if (a == "--autoscheduler-timeout") o.autoscheduler_timeout = seconds_option(a, next());
         else if (a == "--autoschedulers") {
             std::stringstream in(next());
             std::string name;
@@ -361,7 +415,7 @@ int cmd_run(int argc, char **argv) {
                 if (!name.empty()) o.autoschedulers.push_back(name);
         }
         else throw std::invalid_argument("unknown option " + a);
-    }
+    });
     if (o.db.empty() || o.workloads.empty()) throw std::invalid_argument("run needs --db and at least one --workload or --suite");
     if (o.budget < 1 || o.threads < 1 || o.rounds < 1 || o.repeats < 1)
         throw std::invalid_argument("--budget, --threads, --rounds and --repeats must be positive");
@@ -381,8 +435,25 @@ int cmd_run(int argc, char **argv) {
                                             " on this machine: pass --resume to continue that search");
         }
     }
-    for (const std::string &d : o.workloads) tune_workload(o, db, d, target, machine);
-    return 0;
+    // A workload whose default schedule cannot run is reported and skipped, not fatal.
+    int failed = 0;
+    for (const std::string &d : o.workloads) {
+        std::string error;
+        try {
+            tune_workload(o, db, d, target, machine);
+        } catch (const Halide::Error &e) {
+            error = e.what();
+        } catch (const DbError &) {
+            throw;
+        } catch (const std::exception &e) {
+            error = e.what();
+        }
+        if (!error.empty()) {
+            std::fprintf(stderr, "normgen-tune: %s skipped: %s\n", d.c_str(), error.c_str());
+            failed++;
+        }
+    }
+    return failed ? 1 : 0;
 }
 
 // `trial`: one trial measured and logged in this process (what isolated_trial runs).
@@ -390,20 +461,11 @@ int cmd_trial(int argc, char **argv) {
     Options o;
     std::string workload, knobs;
     bool have_schedule = false;
-    for (int i = 0; i < argc; i++) {
-        std::string a = argv[i];
-        auto next = [&]() -> std::string {
-            if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
-            return argv[++i];
-        };
-        if (a == "--db") o.db = next();
-        else if (a == "--workload") workload = next();
-        else if (a == "--threads") o.threads = std::stoi(next());
-        else if (a == "--rounds") o.rounds = std::stoi(next());
-        else if (a == "--repeats") o.repeats = std::stoi(next());
+    parse_options(argc, argv, o, [&](const std::string &a, const auto &next) {
+        if (a == "--workload") workload = next();
         else if (a == "--schedule") knobs = next(), have_schedule = true;
         else throw std::invalid_argument("unknown option " + a);
-    }
+    });
     if (o.db.empty() || workload.empty() || !have_schedule)
         throw std::invalid_argument("trial needs --db, --workload and --schedule");
     setenv("HL_NUM_THREADS", std::to_string(o.threads).c_str(), 1);
@@ -535,7 +597,7 @@ int cmd_export(int argc, char **argv) {
         std::stringstream in(threads_arg);
         std::string t;
         while (std::getline(in, t, ','))
-            if (!t.empty()) threads.insert(std::stoi(t));
+            if (!t.empty()) threads.insert(int_option("--threads", t, 1));
         if (threads.empty() || *threads.begin() < 1)
             throw std::invalid_argument("--threads expects thread counts like 1 or 1,2, got '" + threads_arg + "'");
     }
@@ -614,6 +676,9 @@ int main(int argc, char **argv) {
     } catch (const std::invalid_argument &e) {
         std::fprintf(stderr, "normgen-tune: %s\n", e.what());
         return 2;
+    } catch (const Halide::Error &e) {
+        std::fprintf(stderr, "normgen-tune: %s\n", e.what());
+        return 1;
     } catch (const std::exception &e) {
         std::fprintf(stderr, "normgen-tune: %s\n", e.what());
         return 1;

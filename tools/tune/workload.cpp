@@ -61,11 +61,29 @@ Workload Workload::parse(const std::string &descriptor) {
         if (used != d.size() || v <= 0) throw std::invalid_argument("workload '" + descriptor + "': bad shape '" + f[3] + "'");
         w.shape.push_back(v);
     }
-    w.row_family = w.op == "layer_norm" || w.op == "rms_norm";
+    // The fused ops of the seeds suite run their norm family's kernels with an epilogue
+    // (activation code as in generators/algorithms/activation.h) or a residual add.
+    struct Fused {
+        const char *base;
+        int activation;
+        std::map<std::string, std::string> fwd, bwd;  // variant keys added to the base's
+    };
+    static const std::map<std::string, Fused> fused = {
+        // relu runs as leaky_relu with slope 0 (as the runtime passes it).
+        {"bn_add_relu", {"batch_norm", 2, {{"epilogue", "true"}, {"add_residual", "true"}},
+                         {{"epilogue", "true"}, {"add_residual", "true"}}}},
+        {"gn_silu", {"group_norm", 3, {{"epilogue", "true"}, {"add_residual", "false"}},
+                     {{"epilogue", "true"}, {"add_residual", "false"}}}},
+        {"add_layer_norm", {"layer_norm", 0, {{"add_residual", "true"}}, {{"has_ds", "true"}}}},
+        {"add_rms_norm", {"rms_norm", 0, {{"add_residual", "true"}}, {{"has_ds", "true"}}}},
+    };
+    const auto fused_it = fused.find(w.op);
+    const std::string base = fused_it == fused.end() ? w.op : fused_it->second.base;
+    w.row_family = base == "layer_norm" || base == "rms_norm";
     static const char *channel_ops[] = {"batch_norm", "group_norm", "instance_norm", "batch_instance_norm",
                                         "switchable_norm"};
     bool known = w.row_family;
-    for (const char *op : channel_ops) known = known || w.op == op;
+    for (const char *op : channel_ops) known = known || base == op;
     if (!known) throw std::invalid_argument("workload '" + descriptor + "': the tuner does not know op '" + w.op + "'");
     w.layout = f.size() == 5 ? f[4] : (w.row_family ? "contig" : "nchw");
     if (w.row_family ? (w.layout != "contig" && w.layout != "strided")
@@ -74,7 +92,7 @@ Workload Workload::parse(const std::string &descriptor) {
     if (w.row_family ? w.shape.size() < 2 : (w.shape.size() < 2 || w.shape.size() > 5))
         throw std::invalid_argument("workload '" + descriptor + "': shape rank does not fit op " + w.op);
     // inf: BatchNorm's inference forward (running statistics), the training=false kernel.
-    w.generator = (w.op == "instance_norm" ? std::string("group_norm") : w.op) + "_" + (w.dir == "inf" ? "fwd" : w.dir);
+    w.generator = (base == "instance_norm" ? std::string("group_norm") : base) + "_" + (w.dir == "inf" ? "fwd" : w.dir);
     static const std::map<std::string, std::map<std::string, std::string>> variants = {
         {"layer_norm_fwd", {{"has_weight", "true"}, {"has_bias", "true"}}},
         {"layer_norm_bwd", {{"has_weight", "true"}}},
@@ -91,10 +109,15 @@ Workload Workload::parse(const std::string &descriptor) {
     };
     w.variant = variants.at(w.generator);
     if (w.dir == "inf") w.variant["training"] = "false";
+    if (fused_it != fused.end()) {
+        if (w.dir == "inf") throw std::invalid_argument("workload '" + descriptor + "': inf is for batch_norm");
+        for (const auto &[k, v] : w.dir == "fwd" ? fused_it->second.fwd : fused_it->second.bwd) w.variant[k] = v;
+        w.activation = fused_it->second.activation;
+    }
     w.params = w.variant;
     w.params["dtype"] = w.dtype;
     w.params["layout"] = w.layout;
-    if (w.op == "group_norm" || w.op == "instance_norm") {
+    if (base == "group_norm" || base == "instance_norm") {
         // The benchmarks' convention: GroupNorm with 32 groups, InstanceNorm G = C.
         w.groups = w.op == "instance_norm" ? static_cast<int>(w.channels()) : 32;
         if (w.channels() % w.groups != 0)

@@ -26,6 +26,7 @@ struct Workload {
     std::map<std::string, std::string> variant;
     bool row_family = false;                    // (cols, rows) views; else (s, c, n) channel views
     int groups = 0;                             // group_norm / instance_norm
+    int activation = 0;                         // fused epilogues: the activation code (0: none)
 
     // Parses a descriptor; throws std::invalid_argument naming the bad part.
     static Workload parse(const std::string &descriptor);

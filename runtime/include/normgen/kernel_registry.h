@@ -44,7 +44,9 @@ struct ExternalKernel {
 // nothing is added and the Status names the kernel and the reason.
 NORMGEN_API Status register_kernels(const ExternalKernel *kernels, size_t count, const KernelRuntimeHooks &hooks);
 
-// Removes kernels added by register_kernels (matched by address); unknown ones are ignored.
+// Removes kernels added by register_kernels (matched by address) and their runtime's
+// hooks; unknown ones are ignored. Waits for calls running them to finish. KernelInfo
+// strings that kernels() returned for them are invalid afterwards.
 NORMGEN_API void unregister_kernels(const ExternalKernel *kernels, size_t count);
 
 }  // namespace normgen
