@@ -92,6 +92,10 @@ def test_corrupt_foreign_and_bad_input(tmp_path):
     assert r.returncode == 2 and "dtype" in r.stderr
     r = tune("run", "--db", str(tmp_path / "x.db"), "--workload", "batch_norm:fwd:f32:2x8x4x4:contig", check=False)
     assert r.returncode == 2 and "layout" in r.stderr
+    for option, value in (("--budget", "1x"), ("--threads", "0"), ("--autoscheduler-timeout", "-1")):
+        r = tune("run", "--db", str(tmp_path / "x.db"), "--workload", "layer_norm:fwd:f32:8x8", option, value,
+                 check=False)
+        assert r.returncode == 2 and option in r.stderr and value in r.stderr, r.stderr
 
 
 def test_export_writes_the_winners_as_a_tuned_table(tmp_path):

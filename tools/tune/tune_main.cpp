@@ -352,31 +352,32 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
     return 0;
 }
 
-// An option's numeric value, whole; a clear error naming the option otherwise.
-int int_option(const std::string &option, const std::string &value, int min) {
+// `value` parsed whole by `parse` (std::stoi, std::stod), or nothing.
+template <typename T>
+std::optional<T> parse_whole(const std::string &value, T (*parse)(const std::string &, size_t *)) {
     size_t used = 0;
-    int v = 0;
     try {
-        v = std::stoi(value, &used);
+        const T v = parse(value, &used);
+        if (!value.empty() && used == value.size()) return v;
     } catch (const std::exception &) {
-        used = 0;
     }
-    if (value.empty() || used != value.size() || v < min)
+    return std::nullopt;
+}
+
+// An option's value: an integer >= min, or positive seconds; an error naming the option otherwise.
+int int_option(const std::string &option, const std::string &value, int min) {
+    const std::optional<int> v = parse_whole<int>(value, [](const std::string &t, size_t *u) { return std::stoi(t, u); });
+    if (!v || *v < min)
         throw std::invalid_argument(option + " expects an integer >= " + std::to_string(min) + ", got '" + value + "'");
-    return v;
+    return *v;
 }
 
 double seconds_option(const std::string &option, const std::string &value) {
-    size_t used = 0;
-    double v = 0;
-    try {
-        v = std::stod(value, &used);
-    } catch (const std::exception &) {
-        used = 0;
-    }
-    if (value.empty() || used != value.size() || !(v > 0))
+    const std::optional<double> v =
+        parse_whole<double>(value, [](const std::string &t, size_t *u) { return std::stod(t, u); });
+    if (!v || !(*v > 0))
         throw std::invalid_argument(option + " expects a positive number of seconds, got '" + value + "'");
-    return v;
+    return *v;
 }
 
 // Calls on_option(name, next) for each option of argv; next() returns its value. The
