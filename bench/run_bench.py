@@ -3,7 +3,7 @@
 and the ratio against the peers (torch eager, torch.compile, oneDNN), all measured side
 by side in one process, interleaved, repeated, median reported.
 
-    tools/dev.sh bench [--suite bench/suites/row_norm.txt] [--threads 1,2] [--no-compile]
+    tools/dev.sh bench [--suite bench/suites/row_norm.txt] [--threads 1,2] [--passes 3] [--no-compile]
 
 Effective bandwidth counts the minimal bytes: each input read once, each output written
 once. The copy reference moves the same number of bytes (torch's parallel copy_ of
@@ -16,6 +16,7 @@ import argparse
 import ctypes.util
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -415,7 +416,8 @@ def markdown(results, meta):
     peers_seen = [p for p in PEERS if any(p in r["times_ms"] for r in results)]
     lines = [f"normgen {meta['commit']} on {meta['machine']['cpu']} ({meta['machine']['cores']} cores), "
              f"torch {meta['machine']['torch']}, oneDNN {meta['machine']['onednn']}; "
-             f"median of {meta['rounds']}x{meta['repeats']} interleaved calls; {meta['date']}", "",
+             f"median of {meta['rounds']}x{meta['repeats']} interleaved calls, median of "
+             f"{meta.get('passes', 1)} passes over the suite; {meta['date']}", "",
              "| case | thr | normgen ms | GB/s | % of copy | " + " | ".join(f"vs {p}" for p in peers_seen)
              + " | fastest peer |",
              "|---|---|---|---|---|" + "---|" * len(peers_seen) + "---|"]
@@ -426,6 +428,14 @@ def markdown(results, meta):
         fastest = f"{min(peer_times) / t['normgen']:.2f}x" if peer_times else "n/a"
         lines.append(f"| {r['case']} | {r['threads']} | {t['normgen']:.3f} | {r['normgen_gbps']:.1f} | "
                      f"{100 * r['fraction_of_copy']:.0f}% | " + " | ".join(cells) + f" | {fastest} |")
+    lines.append("")
+    for thr in sorted({r["threads"] for r in results}):
+        rows = [r for r in results if r["threads"] == thr]
+        parts = []
+        for p in peers_seen:
+            v = [r["times_ms"][p] / r["times_ms"]["normgen"] for r in rows if p in r["times_ms"]]
+            parts.append(f"vs {p} {math.exp(sum(map(math.log, v)) / len(v)):.2f}x ({len(v)} cases)")
+        lines.append(f"Geometric mean, {thr} thread(s): " + ", ".join(parts) + ".")
     lines.append("")
     note = ("vs X = X's time / normgen's time (> 1: normgen faster). % of copy = copy time for the same "
             "byte count / normgen time.")
@@ -445,30 +455,41 @@ def main(argv=None):
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--build", help="build directory (for the record only)")
     p.add_argument("--filter", default="", help="only cases whose descriptor matches this regular expression")
+    p.add_argument("--passes", type=int, default=3,
+                   help="passes over the whole suite; each time is the median over passes (this VM's noise "
+                        "comes in bursts of seconds that hit every candidate of a case)")
     args = p.parse_args(argv)
     descriptors = [ln.split("#")[0].strip() for ln in open(args.suite)]
     descriptors = [d for d in descriptors if d and re.search(args.filter, d)]
     threads = [int(t) for t in args.threads.split(",")]
+    per_pass = {}  # (threads, case) -> (bytes, [times of each pass])
+    for pass_no in range(args.passes):
+        for thr in threads:
+            ng.set_num_threads(thr)
+            torch.set_num_threads(thr)
+            if peers is not None:
+                peers.set_threads(thr)
+            for d in descriptors:
+                op, direction, dtype, shape, layout = parse_descriptor(d)
+                cands, nbytes = build_case(op, direction, shape, layout, not args.no_compile)
+                times = time_interleaved(cands, args.repeats, args.rounds)
+                del cands
+                per_pass.setdefault((thr, d), (nbytes, []))[1].append(times)
+                print(f"pass {pass_no + 1}/{args.passes} {d} t={thr}: normgen {times['normgen'] * 1e3:.3f} ms | " +
+                      "  ".join(f"{k} {v * 1e3:.3f}" for k, v in times.items() if k != "normgen"), flush=True)
     results = []
     for thr in threads:
-        ng.set_num_threads(thr)
-        torch.set_num_threads(thr)
-        if peers is not None:
-            peers.set_threads(thr)
         for d in descriptors:
-            op, direction, dtype, shape, layout = parse_descriptor(d)
-            cands, nbytes = build_case(op, direction, shape, layout, not args.no_compile)
-            times = time_interleaved(cands, args.repeats, args.rounds)
+            nbytes, passes = per_pass[(thr, d)]
+            times = {k: statistics.median(t[k] for t in passes) for k in passes[0]}
             t_ng, t_copy = times["normgen"], times["copy"]
             r = {"case": d, "threads": thr, "bytes": nbytes, "times_ms": {k: v * 1e3 for k, v in times.items()},
                  "normgen_gbps": nbytes / t_ng / 1e9, "copy_gbps": nbytes / t_copy / 1e9,
                  "fraction_of_copy": t_copy / t_ng}
             results.append(r)
-            peer_txt = "  ".join(f"{k} {v * 1e3:.3f}" for k, v in times.items() if k != "normgen")
-            print(f"{d} t={thr}: normgen {t_ng * 1e3:.3f} ms {r['normgen_gbps']:.1f} GB/s "
-                  f"({100 * r['fraction_of_copy']:.0f}% of copy) | {peer_txt}", flush=True)
     meta = {"commit": git_commit(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "machine": machine(), "repeats": args.repeats, "rounds": args.rounds, "suite": args.suite,
+            "machine": machine(), "repeats": args.repeats, "rounds": args.rounds, "passes": args.passes,
+            "suite": args.suite,
             "command": "tools/dev.sh bench " + " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

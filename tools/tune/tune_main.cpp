@@ -536,7 +536,10 @@ int cmd_report(int argc, char **argv) {
     std::map<std::string, std::map<std::string, double>> ratio;  // row -> column -> best ratio
     std::map<std::string, double> default_ms;
     std::set<std::string> columns;
+    std::set<std::string> attempted;  // "row|autoscheduler" with a trial of any status
     for (const Trial &t : db.all()) {
+        if (t.schedule.rfind("autoscheduler:", 0) == 0)
+            attempted.insert(t.workload + " | " + std::to_string(t.threads) + "|" + t.schedule.substr(14));
         if (t.status != "ok" || t.default_ms <= 0) continue;
         // The tuned column: confirmed winners (or the default), as export sees them.
         if (t.schedule.rfind("autoscheduler:", 0) != 0 && !t.schedule.empty() && !t.confirmed) continue;
@@ -565,14 +568,15 @@ int cmd_report(int argc, char **argv) {
                 std::printf(" %.3fx |", cols.at(c));
                 best_as = best_as == 0 ? cols.at(c) : std::min(best_as, cols.at(c));
             } else {
-                std::printf(" failed |");
+                std::printf(attempted.count(row + "|" + c) ? " failed |" : " not run |");
             }
         }
         if (best_as > 0 && cols.count("tuned")) std::printf(" %.2fx |\n", best_as / cols.at("tuned"));
         else std::printf(" n/a |\n");
     }
     std::printf("\nTimes relative to the default schedule timed interleaved with each (< 1: faster); the last "
-                "column: the best autoscheduler's time / the tuned time.\n");
+                "column: the best autoscheduler's time / the tuned time. failed: the autoscheduler's trial did not "
+                "compile or run (see `normgen-tune best`/the log's error column); not run: no trial.\n");
     return 0;
 }
 
