@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import normgen as ng
-from conftest import assert_close
+from conftest import assert_close, kernel_shape
 
 _OPS = ("weight_norm", "fold_batch_norm", "feature_stats", "feature_affine")
 _TORCH_DTYPE = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
@@ -32,6 +32,9 @@ def test_every_channel_op_kernel_dispatches_and_matches(kernel):
         # nchw: dim 0 of a conv weight (the rest unit-stride); nhwc: the last dim of a
         # matrix (the kept dim unit-stride); strided: dim 0 of a column-strided matrix.
         v = {"nchw": lambda: rand(5, 3, 3, 3), "nhwc": lambda: rand(9, 6), "strided": lambda: rand(5, 11)}[layout]()
+        if kernel["shape"]:  # a tuned kernel: its (1, C, spatial) view, v's dim 0 as C (nchw)
+            _, c, spatial = kernel_shape(kernel, None)
+            v = rand(c, spatial)
         dim = -1 if layout == "nhwc" else 0
         v = v.to(dtype)
         if layout == "strided":
@@ -70,7 +73,8 @@ def test_every_channel_op_kernel_dispatches_and_matches(kernel):
         assert_close(b2, (b.double() - mean.double()) * scale + beta.double(), dtype, 1, "b2")
     else:
         # (samples, features): row-major -> nhwc, column-major -> nchw, strided features -> strided.
-        x = (rand(300, 7) * 2 + 50).to(dtype)
+        _, features, samples = kernel_shape(kernel, (1, 7, 300))  # tuned kernels: (1, features, samples)
+        x = (rand(samples, features) * 2 + 50).to(dtype)
         if layout == "nchw":
             x = x.t().contiguous().t()
         elif layout == "strided":

@@ -29,7 +29,8 @@ def trials(db):
 @pytest.mark.parametrize("workload", ["layer_norm:fwd:f32:48x200", "rms_norm:bwd:bf16:40x130:strided",
                                       "batch_norm:bwd:f32:3x16x5x7:nhwc", "group_norm:fwd:f16:2x64x3x3:nchw",
                                       "switchable_norm:fwd:f32:2x8x5x5:strided", "gn_silu:bwd:f16:2x64x3x3:nhwc",
-                                      "add_rms_norm:bwd:f32:40x130"])
+                                      "add_rms_norm:bwd:f32:40x130", "weight_norm:bwd:f32:24x5x3x3",
+                                      "zscore:fwd:f32:300x40"])
 def test_every_sampled_schedule_compiles_and_matches(tmp_path, workload):
     db = str(tmp_path / "t.db")
     r = tune("run", "--db", db, "--workload", workload, "--budget", "6", *FAST)

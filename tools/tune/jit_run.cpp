@@ -72,7 +72,8 @@ void load_autoscheduler(const std::string &name) {
 JitWorkload::Shape JitWorkload::shape_of(const std::string &name, int dims) const {
     const Workload &w = w_;
     Shape s;
-    const bool tensor = in(name, {"x", "y", "dy", "dx", "residual", "dresidual", "s", "ds"});
+    const bool tensor = in(name, {"x", "y", "dy", "dx", "residual", "dresidual", "s", "ds"}) ||
+                        (w.generator.rfind("weight_norm", 0) == 0 && in(name, {"v", "w", "dv", "dw"}));
     if (w.row_family) {
         const int cols = static_cast<int>(w.cols()), rows = static_cast<int>(w.rows());
         if (tensor) s = {{cols, rows}, {}, w.layout == "strided"};

@@ -81,18 +81,32 @@ Workload Workload::parse(const std::string &descriptor) {
     const std::string base = fused_it == fused.end() ? w.op : fused_it->second.base;
     w.row_family = base == "layer_norm" || base == "rms_norm";
     static const char *channel_ops[] = {"batch_norm", "group_norm", "instance_norm", "batch_instance_norm",
-                                        "switchable_norm"};
+                                        "switchable_norm", "weight_norm", "zscore"};
     bool known = w.row_family;
     for (const char *op : channel_ops) known = known || base == op;
     if (!known) throw std::invalid_argument("workload '" + descriptor + "': the tuner does not know op '" + w.op + "'");
-    w.layout = f.size() == 5 ? f[4] : (w.row_family ? "contig" : "nchw");
+    // zscore (a fitted scaler's transform) runs feature_affine on (samples, features),
+    // features unit-stride: the channels-last kernel.
+    const bool zscore = base == "zscore";
+    w.layout = f.size() == 5 ? f[4] : (w.row_family ? "contig" : zscore ? "nhwc" : "nchw");
     if (w.row_family ? (w.layout != "contig" && w.layout != "strided")
                      : (w.layout != "nchw" && w.layout != "nhwc" && w.layout != "strided"))
         throw std::invalid_argument("workload '" + descriptor + "': layout '" + w.layout + "' does not fit op " + w.op);
-    if (w.row_family ? w.shape.size() < 2 : (w.shape.size() < 2 || w.shape.size() > 5))
+    const size_t min_rank = base == "weight_norm" ? 1 : 2, max_rank = zscore ? 2 : 5;
+    if (w.row_family ? w.shape.size() < 2 : (w.shape.size() < min_rank || w.shape.size() > max_rank))
         throw std::invalid_argument("workload '" + descriptor + "': shape rank does not fit op " + w.op);
+    if (zscore && (w.dir != "fwd" || w.layout != "nhwc"))
+        throw std::invalid_argument("workload '" + descriptor + "': zscore is fwd (the transform) on (samples, features)");
+    if (!w.row_family) {
+        int64_t rest = 1;
+        for (size_t i = base == "weight_norm" ? 1 : 2; i < w.shape.size(); i++) rest *= w.shape[i];
+        w.ncs = base == "weight_norm" ? std::vector<int64_t>{1, w.shape[0], rest}
+                : zscore              ? std::vector<int64_t>{1, w.shape[1], w.shape[0]}
+                                      : std::vector<int64_t>{w.shape[0], w.shape[1], rest};
+    }
     // inf: BatchNorm's inference forward (running statistics), the training=false kernel.
-    w.generator = (base == "instance_norm" ? std::string("group_norm") : base) + "_" + (w.dir == "inf" ? "fwd" : w.dir);
+    w.generator = (base == "instance_norm" ? std::string("group_norm") : zscore ? std::string("feature_affine") : base) +
+                  "_" + (w.dir == "inf" ? "fwd" : w.dir);
     static const std::map<std::string, std::map<std::string, std::string>> variants = {
         {"layer_norm_fwd", {{"has_weight", "true"}, {"has_bias", "true"}}},
         {"layer_norm_bwd", {{"has_weight", "true"}}},
@@ -106,6 +120,9 @@ Workload Workload::parse(const std::string &descriptor) {
         {"batch_instance_norm_bwd", {{"training", "true"}}},
         {"switchable_norm_fwd", {{"training", "true"}}},
         {"switchable_norm_bwd", {{"training", "true"}}},
+        {"weight_norm_fwd", {}},
+        {"weight_norm_bwd", {}},
+        {"feature_affine_fwd", {}},
     };
     w.variant = variants.at(w.generator);
     if (w.dir == "inf") w.variant["training"] = "false";
@@ -136,12 +153,6 @@ int64_t Workload::rows() const {
     int64_t r = 1;
     for (size_t i = 0; i + 1 < shape.size(); i++) r *= shape[i];
     return r;
-}
-
-int64_t Workload::spatial() const {
-    int64_t s = 1;
-    for (size_t i = 2; i < shape.size(); i++) s *= shape[i];
-    return s;
 }
 
 std::string Workload::dispatch_shape() const {

@@ -34,9 +34,12 @@ struct Workload {
 
     int64_t cols() const { return shape.back(); }
     int64_t rows() const;
-    int64_t batch() const { return shape[0]; }
-    int64_t channels() const { return shape[1]; }
-    int64_t spatial() const;
+    // Channel families: the (N, C, spatial) view the runtime passes the kernel (for
+    // weight_norm, v's dim 0 as C; for zscore, (1, features, samples)).
+    std::vector<int64_t> ncs;
+    int64_t batch() const { return ncs[0]; }
+    int64_t channels() const { return ncs[1]; }
+    int64_t spatial() const { return ncs[2]; }
 
     // The shape a kernel tuned for this workload is dispatched for: rows x cols, or
     // N x C x spatial (what the runtime's request carries).
