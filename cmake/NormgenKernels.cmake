@@ -56,7 +56,6 @@ function(_normgen_norm_value v out)
     set(${out} "${v}" PARENT_SCOPE)
 endfunction()
 
-
 # Fails naming `who` unless every value matches ^(alternatives)$.
 function(_normgen_check_values who what alternatives)
     foreach (v IN LISTS ARGN)
@@ -65,16 +64,6 @@ function(_normgen_check_values who what alternatives)
             message(FATAL_ERROR "${who}: unknown ${what} '${v}' (${allowed})")
         endif ()
     endforeach ()
-endfunction()
-
-function(_normgen_in_list value list_var out)
-    if (NOT ${list_var})
-        set(${out} TRUE PARENT_SCOPE)  # no filter
-    elseif ("${value}" IN_LIST ${list_var})
-        set(${out} TRUE PARENT_SCOPE)
-    else ()
-        set(${out} FALSE PARENT_SCOPE)
-    endif ()
 endfunction()
 
 # The engine: kernel-list (and tuned-table) lines -> add_halide_library calls, the
@@ -202,9 +191,7 @@ function(_normgen_expand)
         endif ()
         list(APPEND ops_seen "${op}")
         # The consumer's filters.
-        _normgen_in_list("${op}" ARG_OPS keep_op)
-        _normgen_in_list("${dir}" ARG_DIRECTIONS keep_dir)
-        if (NOT keep_op OR NOT keep_dir)
+        if ((ARG_OPS AND NOT op IN_LIST ARG_OPS) OR (ARG_DIRECTIONS AND NOT dir IN_LIST ARG_DIRECTIONS))
             continue()
         endif ()
         if (ARG_DTYPES)

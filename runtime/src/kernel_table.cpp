@@ -258,7 +258,8 @@ bool valid_shape(const char *s) {
 }
 
 // Why `e` cannot join the table ("" if it can): it needs a built-in kernel of the same
-// op, direction and variant whose arguments (name, kind, rank, type) are exactly its own.
+// op, direction, dtype and variant (so those are known values) whose arguments (name,
+// kind, rank, type) are exactly its own.
 std::string registration_problem(const ExternalKernel &e) {
     const KernelInfo &i = e.info;
     const std::string name = i.name ? i.name : "";
@@ -271,9 +272,6 @@ std::string registration_problem(const ExternalKernel &e) {
     const char *layouts[] = {"contig", "strided", "nchw", "nhwc"};
     if (std::none_of(std::begin(layouts), std::end(layouts), [&](const char *l) { return !std::strcmp(l, i.layout); }))
         return "kernel " + name + " has layout '" + i.layout + "' (contig, strided, nchw, nhwc)";
-    const char *dtypes[] = {"f32", "f16", "bf16"};
-    if (std::none_of(std::begin(dtypes), std::end(dtypes), [&](const char *d) { return !std::strcmp(d, i.dtype); }))
-        return "kernel " + name + " has dtype '" + i.dtype + "' (f32, f16, bf16)";
     const halide_filter_metadata_t *md = e.metadata_fn();
     const detail::Kernel *twin = nullptr;
     for (const detail::Kernel &k : detail::kernel_table())

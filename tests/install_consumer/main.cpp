@@ -27,6 +27,12 @@ void check(bool ok, const std::string &what) {
     }
 }
 
+// A failed call's message on stderr; the callers then report an infinite error.
+bool call_ok(const normgen::Status &s) {
+    if (!s.ok()) std::fprintf(stderr, "error: %s\n", s.message().c_str());
+    return s.ok();
+}
+
 bool starts_with(const char *s, const char *prefix) { return std::strncmp(s, prefix, std::strlen(prefix)) == 0; }
 
 std::vector<float> data(size_t n, float mean, unsigned seed) {
@@ -47,12 +53,9 @@ double row_norm(bool rms, int64_t rows, int64_t cols) {
     auto yv = TensorView::contiguous(y.data(), normgen::DType::f32, {rows, cols});
     auto wv = TensorView::contiguous(w.data(), normgen::DType::f32, {cols});
     auto bv = TensorView::contiguous(b.data(), normgen::DType::f32, {cols});
-    normgen::Status s = rms ? normgen::rms_norm_forward(xv, {cols}, &wv, 1e-6, yv)
-                            : normgen::layer_norm_forward(xv, {cols}, &wv, &bv, 1e-5, yv);
-    if (!s.ok()) {
-        std::fprintf(stderr, "error: %s\n", s.message().c_str());
+    if (!call_ok(rms ? normgen::rms_norm_forward(xv, {cols}, &wv, 1e-6, yv)
+                     : normgen::layer_norm_forward(xv, {cols}, &wv, &bv, 1e-5, yv)))
         return INFINITY;
-    }
     double err = 0;
     for (int64_t r = 0; r < rows; r++) {
         double mean = 0, var = 0;
@@ -77,11 +80,7 @@ double batch_norm(int64_t n, int64_t c, int64_t hw) {
     auto yv = TensorView::contiguous(y.data(), normgen::DType::f32, {n, c, hw});
     auto wv = TensorView::contiguous(w.data(), normgen::DType::f32, {c});
     auto bv = TensorView::contiguous(b.data(), normgen::DType::f32, {c});
-    normgen::Status s = normgen::batch_norm_forward(xv, nullptr, nullptr, &wv, &bv, true, 0.1, 1e-5, yv);
-    if (!s.ok()) {
-        std::fprintf(stderr, "error: %s\n", s.message().c_str());
-        return INFINITY;
-    }
+    if (!call_ok(normgen::batch_norm_forward(xv, nullptr, nullptr, &wv, &bv, true, 0.1, 1e-5, yv))) return INFINITY;
     double err = 0;
     for (int64_t ch = 0; ch < c; ch++) {
         double mean = 0, var = 0;

@@ -99,14 +99,21 @@ struct Options {
     double autoscheduler_timeout = 600;       // seconds per autoscheduler trial (own process)
 };
 
+// A trial's record before its outcome: what ran, where, with which versions.
+Trial new_trial(const Options &o, const std::string &workload, const std::string &target, const std::string &knobs,
+                const std::string &machine, const std::string &commit) {
+    Trial t{workload, target, knobs, o.threads};
+    t.machine = machine;
+    t.halide_version = halide_version();
+    t.normgen_commit = commit;
+    return t;
+}
+
 // One trial measured here: compile `knobs`, check its outputs against the default
 // schedule's, time both interleaved. Failures become the trial's status, never fatal.
 Trial measure_trial(const Options &o, const Workload &w, JitWorkload &jw, Instance &def, const std::string &knobs,
                     const std::string &target, const std::string &machine, const std::string &commit) {
-    Trial t{w.descriptor(), target, knobs, o.threads};
-    t.machine = machine;
-    t.halide_version = halide_version();
-    t.normgen_commit = commit;
+    Trial t = new_trial(o, w.descriptor(), target, knobs, machine, commit);
     try {
         Instance inst = jw.instantiate(knobs);
         t.compile_s = inst.compile_seconds;
@@ -190,10 +197,7 @@ Trial isolated_trial(const Options &o, TrialDb &db, const std::string &wl, const
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     if (std::optional<Trial> t = db.find(wl, target, o.threads, knobs, machine)) return *t;
-    Trial t{wl, target, knobs, o.threads};
-    t.machine = machine;
-    t.halide_version = halide_version();
-    t.normgen_commit = commit;
+    Trial t = new_trial(o, wl, target, knobs, machine, commit);
     t.status = "compile_error";
     t.error = reason.empty() ? "the trial process logged nothing" : reason;
     db.add(t);
@@ -257,13 +261,10 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
             reused++;
             return t;
         }
-        if (knobs.rfind("autoscheduler:", 0) == 0) {
-            measured++;
-            return isolated_trial(o, db, wl, knobs, tgt, machine, commit);
-        }
+        measured++;
+        if (knobs.rfind("autoscheduler:", 0) == 0) return isolated_trial(o, db, wl, knobs, tgt, machine, commit);
         Trial t = measure_trial(o, w, jw, def, knobs, tgt, machine, commit);
         db.add(t);
-        measured++;
         return t;
     };
     auto consider = [&](const std::optional<Trial> &t) {
