@@ -458,7 +458,12 @@ def main(argv=None):
     p.add_argument("--passes", type=int, default=3,
                    help="passes over the whole suite; each time is the median over passes (this VM's noise "
                         "comes in bursts of seconds that hit every candidate of a case)")
+    p.add_argument("--cuda", action="store_true",
+                   help="the CUDA bench instead (bench/cuda_bench.py: GB/s vs device copy and torch; needs a GPU)")
     args = p.parse_args(argv)
+    if args.cuda:
+        import cuda_bench
+        raise SystemExit(cuda_bench.main())
     descriptors = [ln.split("#")[0].strip() for ln in open(args.suite)]
     descriptors = [d for d in descriptors if d and re.search(args.filter, d)]
     threads = [int(t) for t in args.threads.split(",")]

@@ -36,6 +36,22 @@ set(NORMGEN_CPU_TARGETS
     "x86-64-linux-avx-avx2-f16c-fma-sse41-${NORMGEN_X86_FEATURES}"
     "x86-64-linux-sse41-${NORMGEN_X86_FEATURES}"
     CACHE STRING "Halide targets of the cpu kernels (multi-target, best first)")
+# CUDA: one target. Compute capability 8.0 PTX runs on Ampere and (JIT-compiled by the
+# driver) on every later GPU; Halide 21 knows no capability above 8.6. The host part
+# only launches kernels, so its baseline ISA is enough.
+set(NORMGEN_CUDA_TARGET "x86-64-linux-sse41-cuda-cuda_capability_80-${NORMGEN_X86_FEATURES}"
+    CACHE STRING "Halide target of the cuda kernels (empty: no cuda kernels)")
+
+# The target class of a list of Halide targets: cuda when they name the cuda feature.
+function(_normgen_target_class out)
+    set(c cpu)
+    foreach (t IN LISTS ARGN)
+        if (t MATCHES "(^|-)cuda(-|$)")
+            set(c cuda)
+        endif ()
+    endforeach ()
+    set(${out} "${c}" PARENT_SCOPE)
+endfunction()
 
 function(_normgen_abbrev key out)
     string(REPLACE "_" ";" parts "${key}")
@@ -75,6 +91,11 @@ function(_normgen_expand)
     set(includes "")
     set(rows "")
     set(ops_seen "")
+    _normgen_target_class(tclass ${ARG_TARGETS})
+    set(suffix "")
+    if (NOT tclass STREQUAL "cpu")
+        set(suffix "_${tclass}")  # the same kernel-list line for another class of device
+    endif ()
     _normgen_check_values("${ARG_WHO}: DTYPES" dtype "f32|f16|bf16" ${ARG_DTYPES})
     _normgen_check_values("${ARG_WHO}: LAYOUTS" layout "contig|strided|nchw|nhwc" ${ARG_LAYOUTS})
     _normgen_check_values("${ARG_WHO}: DIRECTIONS" direction "fwd|bwd" ${ARG_DIRECTIONS})
@@ -288,6 +309,7 @@ function(_normgen_expand)
                     if (NOT threads EQUAL 0)
                         string(APPEND name "_thr${threads}")
                     endif ()
+                    string(APPEND name "${suffix}")
                     if (TARGET ${name})
                         message(FATAL_ERROR "${where}: kernel ${name} is listed twice")
                     endif ()
@@ -299,7 +321,7 @@ function(_normgen_expand)
                                        PARAMS ${params})
                     list(APPEND libs ${name})
                     string(APPEND includes "#include \"${name}.h\"\n")
-                    string(APPEND rows "NORMGEN_KERNEL(${name}, \"${op}\", \"${dir}\", \"${d}\", \"${l}\", \"${variant}\", \"${kshape}\", \"cpu\", \"${schedule}\", ${threads})\n")
+                    string(APPEND rows "NORMGEN_KERNEL(${name}, \"${op}\", \"${dir}\", \"${d}\", \"${l}\", \"${variant}\", \"${kshape}\", \"${tclass}\", \"${schedule}\", ${threads})\n")
                     endforeach ()
                 endforeach ()
             endforeach ()
@@ -343,7 +365,15 @@ function(normgen_build_kernel_table)
     _normgen_expand(LIST "${ARG_LIST}" TUNED "${ARG_TUNED}" GENERATOR "${ARG_GENERATOR}" RUNTIME "${ARG_RUNTIME}"
                     TARGETS ${NORMGEN_CPU_TARGETS} WHO "normgen_build_kernel_table"
                     OUT_LIBS libs OUT_INCLUDES includes OUT_ROWS rows)
-    set(content "// MACHINE GENERATED — DO NOT EDIT.\n// Regenerate: cmake configure (cmake/NormgenKernels.cmake) from ${ARG_LIST} ${ARG_TUNED}.\n// Halide ${Halide_VERSION}; cpu targets: ${NORMGEN_CPU_TARGETS}\n#ifdef NORMGEN_KERNEL_INCLUDES\n${includes}#else\n${rows}#endif\n")
+    if (NORMGEN_CUDA_TARGET)  # the kernel list again for CUDA (the tuned tables are per CPU target)
+        _normgen_expand(LIST "${ARG_LIST}" GENERATOR "${ARG_GENERATOR}" RUNTIME "${ARG_RUNTIME}"
+                        TARGETS ${NORMGEN_CUDA_TARGET} WHO "normgen_build_kernel_table"
+                        OUT_LIBS cuda_libs OUT_INCLUDES cuda_includes OUT_ROWS cuda_rows)
+        list(APPEND libs ${cuda_libs})
+        string(APPEND includes "${cuda_includes}")
+        string(APPEND rows "${cuda_rows}")
+    endif ()
+    set(content "// MACHINE GENERATED — DO NOT EDIT.\n// Regenerate: cmake configure (cmake/NormgenKernels.cmake) from ${ARG_LIST} ${ARG_TUNED}.\n// Halide ${Halide_VERSION}; cpu targets: ${NORMGEN_CPU_TARGETS}; cuda target: ${NORMGEN_CUDA_TARGET}\n#ifdef NORMGEN_KERNEL_INCLUDES\n${includes}#else\n${rows}#endif\n")
     file(CONFIGURE OUTPUT "${ARG_TABLE}" CONTENT "${content}" @ONLY)
     set(${ARG_OUT_LIBS} "${libs}" PARENT_SCOPE)
 endfunction()
@@ -392,6 +422,12 @@ function(normgen_add_kernels)
     string(MAKE_C_IDENTIFIER "${ARG_TARGET}" prefix)  # kernel names are C functions
     set(rt "${prefix}_normgen_runtime")
     add_halide_runtime("${rt}" TARGETS ${with_uc})
+    _normgen_target_class(tclass ${with_uc})
+    if (NOT tclass STREQUAL "cpu")
+        # Consumer runtimes are registered without normgen's CUDA context hooks.
+        message(FATAL_ERROR "${who}: TARGETS names a cuda target; consumer kernels are CPU kernels "
+                            "(normgen's own library carries the CUDA kernels)")
+    endif ()
     _normgen_expand(LIST "${NORMGEN_KERNEL_LIST}" TUNED "${ARG_TUNED_TABLE}" GENERATOR normgen::generators
                     RUNTIME "${rt}" TARGETS ${with_uc} PREFIX "${prefix}_" WHO "${who}"
                     OPS ${ARG_OPS} DIRECTIONS ${ARG_DIRECTIONS} DTYPES ${ARG_DTYPES} LAYOUTS ${ARG_LAYOUTS}

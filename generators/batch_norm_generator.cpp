@@ -4,6 +4,7 @@
 #include "algorithms/batch_norm.h"
 #include "generator_common.h"
 #include "../schedules/cpu/batch_norm.h"
+#include "../schedules/cuda/batch_norm.h"
 
 namespace normgen::gen {
 
@@ -60,7 +61,10 @@ public:
             Func(*stats).output_buffers()[0].dim(0).set_bounds(0, channels);
         }
         apply_channel_layout(layout, x, y, weight, bias, running_mean, running_var, ep.residual);
-        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (get_target().has_gpu_feature())
+            sched::schedule_batch_norm_forward_cuda(p, sched::GpuParams::parse(schedule), layout);
+        else
             sched::schedule_batch_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
                                                    spatial, channels, batch);
     }
@@ -120,7 +124,10 @@ public:
         }
         apply_channel_layout(layout, dy, x, weight, dweight, dbias, bias, ep.residual);
         for (OutputImageParam &b : dx_bufs) constrain_channel_layout(b, channel_layout_unit_dim(layout));
-        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (get_target().has_gpu_feature())
+            sched::schedule_batch_norm_backward_cuda(p, sched::GpuParams::parse(schedule), layout);
+        else
             sched::schedule_batch_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
                                                     spatial, channels, batch);
     }

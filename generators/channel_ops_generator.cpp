@@ -6,6 +6,7 @@
 #include "algorithms/weight_norm.h"
 #include "generator_common.h"
 #include "../schedules/cpu/channel_ops.h"
+#include "../schedules/cuda/channel_ops.h"
 
 namespace normgen::gen {
 
@@ -51,7 +52,10 @@ public:
         same_bounds(w, v);
         norm.dim(0).set_bounds(0, v.dim(1).extent());
         apply_channel_layout(layout, v, w, g);
-        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (get_target().has_gpu_feature())
+            sched::schedule_weight_norm_forward_cuda(p, sched::GpuParams::parse(schedule), layout);
+        else
             sched::schedule_weight_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
                                                     shape_of(layout, v));
     }
@@ -86,7 +90,10 @@ public:
         same_bounds(dv, v);
         dg.dim(0).set_bounds(0, v.dim(1).extent());
         apply_channel_layout(layout, dw, v, dv, g, dg);
-        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (get_target().has_gpu_feature())
+            sched::schedule_weight_norm_backward_cuda(p, sched::GpuParams::parse(schedule), layout);
+        else
             sched::schedule_weight_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
                                                      shape_of(layout, v));
     }
@@ -124,7 +131,10 @@ public:
         same_bounds(w_folded, w);
         b_folded.dim(0).set_bounds(0, w.dim(1).extent());
         apply_channel_layout(layout, w, w_folded, b, gamma, beta, b_folded);
-        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (get_target().has_gpu_feature())
+            sched::schedule_fold_batch_norm_cuda(p, sched::GpuParams::parse(schedule), layout);
+        else
             sched::schedule_fold_batch_norm_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
                                                 shape_of(layout, w));
     }
@@ -146,7 +156,10 @@ public:
         stats = p.stats;
         Func(stats).output_buffers()[0].dim(0).set_bounds(0, x.dim(1).extent());
         apply_channel_layout(layout, x);
-        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (get_target().has_gpu_feature())
+            sched::schedule_feature_stats_cuda(p, sched::GpuParams::parse(schedule), layout);
+        else
             sched::schedule_feature_stats_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
                                               shape_of(layout, x));
     }
@@ -174,7 +187,10 @@ public:
         y = p.y;
         same_bounds(y, x);
         apply_channel_layout(layout, x, y);
-        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (get_target().has_gpu_feature())
+            sched::schedule_feature_affine_cuda(p, sched::GpuParams::parse(schedule), layout);
+        else
             sched::schedule_feature_affine_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(),
                                                shape_of(layout, x));
     }

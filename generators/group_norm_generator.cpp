@@ -4,6 +4,7 @@
 #include "algorithms/group_norm.h"
 #include "generator_common.h"
 #include "../schedules/cpu/group_norm.h"
+#include "../schedules/cuda/group_norm.h"
 
 namespace normgen::gen {
 
@@ -76,7 +77,10 @@ public:
         st.dim(0).set_bounds(0, gi.groups);
         st.dim(1).set_bounds(0, batch);
         apply_channel_layout(layout, xi, *y, weight, bias, ep.residual);
-        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (get_target().has_gpu_feature())
+            sched::schedule_group_norm_forward_cuda(p, sched::GpuParams::parse(schedule), layout);
+        else
             sched::schedule_group_norm_forward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
                                                    gi, spatial);
     }
@@ -144,7 +148,10 @@ public:
         }
         apply_channel_layout(layout, *dy, xi, weight, dweight, dbias, bias, ep.residual);
         for (OutputImageParam &b : dx_bufs) constrain_channel_layout(b, channel_layout_unit_dim(layout));
-        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (get_target().has_gpu_feature())
+            sched::schedule_group_norm_backward_cuda(p, sched::GpuParams::parse(schedule), layout);
+        else
             sched::schedule_group_norm_backward_cpu(p, sched::ChannelNormCpuParams::parse(schedule), get_target(), layout,
                                                     gi, spatial);
     }

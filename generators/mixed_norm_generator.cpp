@@ -5,6 +5,7 @@
 #include "algorithms/mixed_norm.h"
 #include "generator_common.h"
 #include "../schedules/cpu/mixed_norm.h"
+#include "../schedules/cuda/mixed_norm.h"
 
 namespace normgen::gen {
 
@@ -84,7 +85,10 @@ struct MixedNormGenerator : public Generator<G> {
             bound_1d(*bn_stats, channels);
         }
         apply_channel_layout(layout, x, *y, extra_param, weight, bias, running_mean, running_var);
-        if (!this->using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (this->using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (this->get_target().has_gpu_feature())
+            sched::schedule_mixed_norm_forward_cuda(p, sched::GpuParams::parse(schedule), layout);
+        else
             sched::schedule_mixed_norm_forward_cpu(p, knobs(), this->get_target(), layout, spatial, channels);
     }
     sched::ChannelNormCpuParams knobs() const { return sched::ChannelNormCpuParams::parse(schedule); }
@@ -151,7 +155,10 @@ public:
         apply_channel_layout(layout, *dy, xi, *dx, rho, weight, drho, dweight, dbias);
         in_mean->dim(0).set_stride(1);
         in_rstd->dim(0).set_stride(1);
-        if (!this->using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (this->using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (this->get_target().has_gpu_feature())
+            sched::schedule_mixed_norm_backward_cuda(p, sched::GpuParams::parse(schedule), layout);
+        else
             sched::schedule_mixed_norm_backward_cpu(p, knobs(), get_target(), layout, spatial, channels);
     }
 };
@@ -229,7 +236,10 @@ public:
         }
         apply_channel_layout(layout, *dy, xi, *dx, weight, dweight, dbias);
         for (Input<Buffer<>> *b : {in_mean, in_var, rstd}) b->dim(0).set_stride(1);
-        if (!this->using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (this->using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (this->get_target().has_gpu_feature())
+            sched::schedule_mixed_norm_backward_cuda(p, sched::GpuParams::parse(schedule), layout);
+        else
             sched::schedule_mixed_norm_backward_cpu(p, knobs(), get_target(), layout, spatial, channels);
     }
 };

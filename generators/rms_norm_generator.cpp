@@ -3,6 +3,7 @@
 #include "algorithms/rms_norm.h"
 #include "generator_common.h"
 #include "../schedules/cpu/row_norm.h"
+#include "../schedules/cuda/row_norm.h"
 
 namespace normgen::gen {
 
@@ -47,7 +48,10 @@ public:
         apply_layout(layout, x, y, weight, residual_in, s_out);
         tie_row_bounds(y, Func(stats).output_buffers(), n, rows);
         if (s_out) tie_row_bounds(*s_out, {}, n, rows);
-        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (get_target().has_gpu_feature())
+            sched::schedule_row_norm_forward_cuda(p, sched::GpuParams::parse(schedule));
+        else
             sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n);
     }
 };
@@ -90,7 +94,10 @@ public:
         if (has_weight) *dweight = p.param_grads[0];
         apply_layout(layout, dy, x, dx, weight, dweight, ds);
         tie_row_bounds(dx, {}, n, rows);
-        if (!using_autoscheduler())  // else: one of Halide's autoschedulers (the tuner's baselines)
+        if (using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
+        if (get_target().has_gpu_feature())
+            sched::schedule_row_norm_backward_cuda(p, sched::GpuParams::parse(schedule));
+        else
             sched::schedule_row_norm_backward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n, rows);
     }
 };

@@ -19,7 +19,9 @@ using normgen::TensorView;
 
 namespace {
 
-using ViewSpec = std::tuple<uintptr_t, std::string, std::vector<int64_t>, std::vector<int64_t>>;
+// (data pointer, dtype, shape, strides in elements, device: -1 for the CPU, else the
+// CUDA device index of a device pointer).
+using ViewSpec = std::tuple<uintptr_t, std::string, std::vector<int64_t>, std::vector<int64_t>, int>;
 using OptSpec = std::optional<ViewSpec>;
 
 DType dtype_from(const std::string &s) {
@@ -30,8 +32,13 @@ DType dtype_from(const std::string &s) {
 }
 
 TensorView view(const ViewSpec &v) {
-    const auto &[ptr, dtype, shape, strides] = v;
-    return TensorView::strided(reinterpret_cast<void *>(ptr), dtype_from(dtype), shape, strides);
+    const auto &[ptr, dtype, shape, strides, device] = v;
+    TensorView t = TensorView::strided(reinterpret_cast<void *>(ptr), dtype_from(dtype), shape, strides);
+    if (device >= 0) {
+        t.device = normgen::Device::cuda;
+        t.device_index = device;
+    }
+    return t;
 }
 
 // Optional tensors keep a stable address for the call.
@@ -321,6 +328,12 @@ PYBIND11_MODULE(_normgen, m) {
     m.def("num_threads", &normgen::num_threads);
     m.def("last_kernel", [] { return std::string(normgen::last_kernel()); },
           "Name of the kernel the last call on this thread ran.");
+    m.def("cuda_available", [](int device) {
+        std::string why;
+        const bool ok = normgen::cuda_available(device, &why);
+        return py::make_tuple(ok, why);
+    }, py::arg("device") = 0,
+          "(usable, why): whether CUDA device `device` can run normgen's CUDA kernels, and why not.");
     m.def("kernels", [] {
         py::list out;
         for (const auto &k : normgen::kernels()) {

@@ -32,11 +32,24 @@ inline Type storage_type(const std::string &dtype) {
     return Type();
 }
 
-// Widen any storage value to the float32 compute type.
-inline Expr widen(const Expr &e) { return Halide::cast<float>(e); }
+// Widen any storage value to the float32 compute type. bfloat16 is the top half of a
+// float32, so its widening is a shift of the bits (exact); written out because
+// Halide 21's PTX back end cannot cast bfloat16 at all (LLVM "Invalid cast!").
+inline Expr widen(const Expr &e) {
+    if (e.type().is_bfloat())
+        return Halide::reinterpret<float>(Halide::cast<uint32_t>(Halide::reinterpret<uint16_t>(e)) << 16);
+    return Halide::cast<float>(e);
+}
 
-// Round a float32 result once to the storage type.
-inline Expr narrow(const Expr &e, const Type &t) { return Halide::cast(t, e); }
+// Round a float32 result once to the storage type. To bfloat16: round to nearest even
+// on the bits (what hardware conversions do), NaN kept a (quiet) NaN.
+inline Expr narrow(const Expr &e, const Type &t) {
+    if (!t.is_bfloat()) return Halide::cast(t, e);
+    Expr bits = Halide::reinterpret<uint32_t>(Halide::cast<float>(e));
+    Expr rounded = (bits + (Halide::cast<uint32_t>(0x7fff) + ((bits >> 16) & 1))) >> 16;
+    Expr is_nan = (bits & 0x7fffffff) > 0x7f800000;
+    return Halide::reinterpret(t, Halide::cast<uint16_t>(Halide::select(is_nan, (bits >> 16) | 0x40, rounded)));
+}
 
 // Mean and (biased) variance of v(k..., keys...) over the RDom k, per key, in float32.
 // Corrected two-pass algorithm (Chan, Golub & LeVeque 1983): pass 1 gives a

@@ -41,11 +41,13 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
     const int64_t C = call.channels();
     if (!training) {
         // The saved statistics of an inference forward are the running ones.
-        for (int64_t c = 0; c < C; c++) {
-            if (save_mean) element(*save_mean, c) = element(*running_mean, c);
-            if (save_rstd) element(*save_rstd, c) = static_cast<float>(1.0 / std::sqrt(double(element(*running_var, c)) + eps));
-        }
-        if (per_channel == 0) return Status::OK();
+        std::vector<float> rm(static_cast<size_t>(C)), rv(static_cast<size_t>(C));
+        s = copy_tensor(contiguous_like(*running_mean, rm.data()), *running_mean);
+        if (s.ok()) s = copy_tensor(contiguous_like(*running_var, rv.data()), *running_var);
+        for (int64_t c = 0; c < C; c++) rv[c] = static_cast<float>(1.0 / std::sqrt(double(rv[c]) + eps));
+        if (s.ok() && save_mean) s = copy_tensor(*save_mean, contiguous_like(*save_mean, rm.data()));
+        if (s.ok() && save_rstd) s = copy_tensor(*save_rstd, contiguous_like(*save_rstd, rv.data()));
+        if (!s.ok() || per_channel == 0) return s;
     }
     call.bind_tensor(x, "x", false);
     call.bind_tensor(y, "y", true);
@@ -67,8 +69,7 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
                  ChannelCall::variant(fused ? epilogue : nullptr, std::string("affine=") + (affine ? "1" : "0") +
                                                                       ",training=" + (training ? "1" : "0")));
     if (!s.ok() || !updating) return s;
-    update_running_stats(*running_mean, *running_var, mean, var, per_channel, momentum, num_batches_tracked);
-    return s;
+    return update_running_stats(*running_mean, *running_var, mean, var, per_channel, momentum, num_batches_tracked);
 }
 
 Status batch_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
@@ -96,8 +97,7 @@ Status batch_norm_backward(const TensorView &dy, const TensorView &x, const Tens
                              {{&dy, "dy"}, {&x, "x"}, {residual, "residual"}, {weight, "weight"}, {bias, "bias"}});
     if (!s.ok()) return s;
     if (call.batch() * call.spatial() == 0) {
-        zero_param_grads(dweight, dbias);
-        return Status::OK();
+        return zero_param_grads(dweight, dbias);
     }
     call.bind_tensor(dy, "dy", false);
     call.bind_tensor(x, "x", false);
@@ -108,7 +108,7 @@ Status batch_norm_backward(const TensorView &dy, const TensorView &x, const Tens
     s = call.run("batch_norm", "bwd",
                  ChannelCall::variant(fused ? epilogue : nullptr, std::string("has_weight=") + (w ? "1" : "0") +
                                                                       ",training=" + (training ? "1" : "0")));
-    if (s.ok() && !fused && dresidual) copy_tensor(*dresidual, dy);  // no activation: dz = dy
+    if (s.ok() && !fused && dresidual) s = copy_tensor(*dresidual, dy);  // no activation: dz = dy
     return s;
 }
 

@@ -1,5 +1,7 @@
 #include "channel_call.h"
 
+#include "cuda_device.h"
+
 #include <cmath>
 #include <cstring>
 
@@ -35,6 +37,7 @@ Status ChannelCall::check_x(const char *name) {
 Status ChannelCall::check_like_x(const TensorView &t, const char *name) const {
     Status s = check_tensor(t, name);
     if (!s.ok()) return s;
+    if (!(s = check_same_device(t, name, x_)).ok()) return s;
     s = check_dtype(t, name, x_.dtype);
     if (!s.ok()) return s;
     return check_same_shape(t, name, x_.sizes(), "the shape of x");
@@ -44,6 +47,7 @@ Status ChannelCall::check_per_channel(const TensorView *t, const char *name, boo
     if (!t) return Status::OK();
     Status s = check_tensor(*t, name);
     if (!s.ok()) return s;
+    if (!(s = check_same_device(*t, name, x_)).ok()) return s;
     s = check_dtype(*t, name, float32 ? DType::f32 : x_.dtype);
     if (!s.ok()) return s;
     return check_same_shape(*t, name, {channels_}, "the number of channels, x.shape[1]");
@@ -64,6 +68,7 @@ void ChannelCall::bind_tensor(const TensorView &t, const char *arg, bool output)
     // trivial), NCHW when spatial is; every bound tensor must agree, else strided.
     const int unit = (v.c_stride == 1 && (v.spatial == 1 || v.s_stride != 1)) ? 1 : (v.s_stride == 1 ? 0 : -1);
     unit_dim_ = unit_dim_ == -2 || unit_dim_ == unit ? unit : -1;
+    note_device(b, t, v.data);
     if (groups_) b.hb.init_4d(v, groups_);
     else b.hb.init_3d(v);
     args_.buffer(arg, b.hb.get());
@@ -82,6 +87,7 @@ void ChannelCall::bind_channel(const TensorView &t, const char *arg, bool output
         stride = 1;
     }
     if (stride != 1) params_unit_ = false;
+    note_device(b, t, data);
     if (groups_) b.hb.init_2d(View2D{data, t.dtype, channels_ / groups_, stride, groups_, stride * (channels_ / groups_)});
     else b.hb.init_1d(data, t.dtype, channels_, stride);
     args_.buffer(arg, b.hb.get());
@@ -89,13 +95,15 @@ void ChannelCall::bind_channel(const TensorView &t, const char *arg, bool output
 
 float *ChannelCall::bind_channel_stat(const TensorView *t, const char *arg) {
     int64_t extent, stride;
-    if (t && collapse_1d(*t, &extent, &stride) && stride == 1) {
+    // (On CUDA, statistics the runtime reads land in host scratch: copied back after the
+    // kernel, and on to t.)
+    if (t && x_.device == Device::cpu && collapse_1d(*t, &extent, &stride) && stride == 1) {
         bind_channel(*t, arg, true);
         return static_cast<float *>(t->data);
     }
     std::vector<float> &scratch = stats_.emplace_back(static_cast<size_t>(channels_));
     Bound &b = new_bound(arg, -1);
-    if (t) {  // a strided statistics output: computed in scratch, copied back
+    if (t) {  // a strided (or CUDA) statistics output: computed in scratch, copied back
         b.out_view = t;
         b.stage = scratch.data();
     }
@@ -129,6 +137,7 @@ float *ChannelCall::bind_stat_2d(const TensorView *t, const char *arg, int64_t d
             b.stage = data;
         }
     }
+    if (t) note_device(b, *t, data);
     b.hb.init_2d(View2D{data, DType::f32, d0, 1, d1, d0});
     args_.buffer(arg, b.hb.get());
     return data;
@@ -243,6 +252,7 @@ void *ChannelCall::bind_vector(const TensorView *t, const char *arg, int64_t ext
     } else {
         data = views_.emplace_back(staging_.constant(dtype, {extent}, 0.0f)).data;
     }
+    if (t) note_device(b, *t, data);
     b.hb.init_1d(data, t ? t->dtype : dtype, extent, 1);
     args_.buffer(arg, b.hb.get());
     return data;
@@ -257,9 +267,18 @@ Status ChannelCall::run(const char *op, const char *dir, const std::string &vari
     const char *layout = unit_dim_ == 0 ? "nchw" : unit_dim_ == 1 ? "nhwc" : "strided";
     if (!params_unit_) layout = "strided";
     std::string why;
-    const Selection sel = select_kernel({op, dir, x_.dtype, variant, layout, {batch_, channels_, spatial_}}, &why);
+    const bool cuda = x_.device == Device::cuda;
+    if (!mismatch_.empty())
+        return type_error(std::string(op) + ": '" + mismatch_ + "' is on another device than x (a call's tensors share one)");
+    if (cuda && !device_problem_.empty())
+        return type_error(std::string(op) + ": CUDA tensor '" + device_problem_ +
+                          "' has strides the kernels cannot take; make it contiguous (CUDA calls copy nothing)");
+    const Selection sel = select_kernel(
+        {op, dir, x_.dtype, variant, layout, {batch_, channels_, spatial_}, x_.device, x_.device_index}, &why);
     const Kernel *k = sel.kernel;
     if (!k) return Status(Status::Code::runtime_error, why);
+    if (cuda && !cuda_device_usable(x_.device_index, &why))
+        return Status(Status::Code::runtime_error, std::string(op) + " on CUDA tensors: no CUDA device: " + why);
     const halide_filter_metadata_t *md = k->metadata_fn();
     for (Bound &b : bound_) {
         if (b.channel_dim < 0) continue;
@@ -267,11 +286,42 @@ Status ChannelCall::run(const char *op, const char *dir, const std::string &vari
             if (!std::strcmp(md->arguments[a].name, b.arg) && md->arguments[a].dimensions < b.hb.buf.dimensions)
                 b.hb.merge_dims(b.channel_dim);
     }
-    Status s = run_kernel(*k, args_);
+    std::vector<CallBuffer> bufs;
+    if (cuda) {
+        for (Bound &b : bound_) bufs.push_back({b.hb.get(), b.on_device});
+        Status s = attach_device_buffers(bufs);
+        if (!s.ok()) return s;
+    }
+    Status s = run_kernel(*k, args_, x_.device_index);
+    if (cuda) detach_device_buffers(bufs);
     if (!s.ok()) return s;
-    for (const Bound &b : bound_)
-        if (b.out_view) Staging::scatter(b.stage, *b.out_view);
+    for (const Bound &b : bound_) {
+        if (!b.out_view) continue;
+        if (b.out_view->device == Device::cuda) {  // a statistics scratch (see bind_channel_stat)
+            int64_t extent, stride;
+            collapse_1d(*b.out_view, &extent, &stride);
+            TensorView dst = *b.out_view;
+            dst.rank = 1;
+            dst.shape[0] = extent;
+            dst.strides[0] = stride;
+            if (!(s = copy_tensor(dst, TensorView::contiguous(b.stage, DType::f32, {extent}))).ok()) return s;
+        } else {
+            Staging::scatter(b.stage, *b.out_view);
+        }
+    }
     return s;
+}
+
+void ChannelCall::note_device(Bound &b, const TensorView &t, const void *data) {
+    // A CPU call must not see device memory. A CUDA call takes host memory (the
+    // runtime's identities and scratch) through Halide's copies.
+    if (t.device == Device::cuda && !same_device(t, x_)) {
+        if (mismatch_.empty()) mismatch_ = b.arg;
+        return;
+    }
+    if (t.device != Device::cuda) return;
+    b.on_device = data == t.data;
+    if (!b.on_device && device_problem_.empty()) device_problem_ = b.arg;
 }
 
 float &element(const TensorView &t, int64_t i) {
@@ -300,9 +350,9 @@ Status check_bn_running_stats(const ChannelCall &call, const TensorView *running
     return Status::OK();
 }
 
-void update_running_stats(const TensorView &running_mean, const TensorView &running_var, const float *mean,
-                          const float *var, int64_t count, std::optional<double> momentum,
-                          int64_t *num_batches_tracked) {
+Status update_running_stats(const TensorView &running_mean, const TensorView &running_var, const float *mean,
+                            const float *var, int64_t count, std::optional<double> momentum,
+                            int64_t *num_batches_tracked) {
     double m;
     if (momentum) {
         m = *momentum;
@@ -314,11 +364,16 @@ void update_running_stats(const TensorView &running_mean, const TensorView &runn
     const double unbias = double(count) / double(count - 1);
     int64_t C, stride;
     collapse_1d(running_mean, &C, &stride);
-    for (int64_t c = 0; c < C; c++) {
-        float &rm = element(running_mean, c), &rv = element(running_var, c);
-        rm = static_cast<float>((1 - m) * rm + m * mean[c]);
-        rv = static_cast<float>((1 - m) * rv + m * var[c] * unbias);
-    }
+    return with_host_view(running_mean, [&](const TensorView &rmean) {
+        return with_host_view(running_var, [&](const TensorView &rvar) {
+            for (int64_t c = 0; c < C; c++) {
+                float &rm = element(rmean, c), &rv = element(rvar, c);
+                rm = static_cast<float>((1 - m) * rm + m * mean[c]);
+                rv = static_cast<float>((1 - m) * rv + m * var[c] * unbias);
+            }
+            return Status::OK();
+        });
+    });
 }
 
 }  // namespace normgen::detail

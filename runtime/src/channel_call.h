@@ -82,8 +82,13 @@ private:
         int channel_dim = -1;  // where (j, g) starts, for group kernels
         const TensorView *out_view = nullptr;
         void *stage = nullptr;
+        bool on_device = false;  // the caller's CUDA memory
     };
     Bound &new_bound(const char *arg, int channel_dim);
+    // A tensor of a CUDA call bound at `data` (its own memory unless staged).
+    void note_device(Bound &b, const TensorView &t, const void *data);
+    std::string device_problem_;  // a CUDA tensor that would need a host copy
+    std::string mismatch_;        // a tensor on another device than x
     const TensorView &x_;
     int64_t batch_ = 0, channels_ = 0, spatial_ = 0, groups_ = 0;
     // The layout every bound tensor shares: 0 = s unit-stride (nchw), 1 = c (nhwc), -1 = other.
@@ -110,8 +115,9 @@ Status check_bn_running_stats(const ChannelCall &call, const TensorView *running
                               bool training, std::optional<double> momentum, const int64_t *num_batches_tracked);
 // r = (1 - m) r + m * batch (running_var with the unbiased variance of `count` values per
 // channel); m = momentum, or 1/num_batches_tracked after incrementing it (momentum None).
-void update_running_stats(const TensorView &running_mean, const TensorView &running_var, const float *mean,
-                          const float *var, int64_t count, std::optional<double> momentum,
-                          int64_t *num_batches_tracked);
+// mean/var are host memory; the running statistics may be CUDA tensors.
+[[nodiscard]] Status update_running_stats(const TensorView &running_mean, const TensorView &running_var,
+                                          const float *mean, const float *var, int64_t count,
+                                          std::optional<double> momentum, int64_t *num_batches_tracked);
 
 }  // namespace normgen::detail

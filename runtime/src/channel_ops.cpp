@@ -37,12 +37,19 @@ class NcsView {
 public:
     NcsView(const TensorView &t, std::optional<int> dim, bool output, Staging &staging) : orig_(t) {
         if (!make(t, dim)) {
+            staged_cuda_ = t.device == Device::cuda;
             void *p = output ? staging.alloc(t) : staging.gather(t);
             if (output) stage_ = p;
             make(contiguous_like(t, p), dim);
         }
     }
     const TensorView &view() const { return view_; }
+    // A CUDA tensor whose dims have no (n, c, s) view: refused (CUDA calls copy nothing).
+    Status check_device(const char *name) const {
+        if (!staged_cuda_) return Status::OK();
+        return type_error(std::string(name) + " is a CUDA tensor whose dims before and after `dim` have no single "
+                          "stride each; make it contiguous");
+    }
     void finish() const {
         if (stage_) Staging::scatter(stage_, orig_);
     }
@@ -55,11 +62,14 @@ private:
             return false;
         const int64_t c = d < 0 ? 1 : t.shape[d], cs = d < 0 ? 1 : t.strides[d];
         view_ = TensorView::strided(t.data, t.dtype, {n, c, s}, {ns, cs, ss});
+        view_.device = orig_.device;  // (a staged copy of a CUDA tensor is refused: check_device)
+        view_.device_index = orig_.device_index;
         return true;
     }
     const TensorView &orig_;
     TensorView view_;
     void *stage_ = nullptr;
+    bool staged_cuda_ = false;
 };
 
 Status resolve_dim(const TensorView &v, std::optional<int64_t> dim, std::optional<int> *out) {
@@ -107,11 +117,11 @@ Status weight_norm_forward(const TensorView &v, const TensorView &g, std::option
     if (!(s = check_no_overlap({{&w, "w"}, {norm, "norm"}}, {{&v, "v"}, {&g, "g"}})).ok()) return s;
     if (count == 0) return s;
     if (v.numel() == 0) {  // norms of empty slices: 0 (w is empty)
-        if (norm) fill_f32(*norm, 0.0f);
-        return s;
+        return norm ? fill_f32(*norm, 0.0f) : s;
     }
     Staging staging;
     NcsView vv(v, d, false, staging), wv(w, d, true, staging);
+    if (!(s = vv.check_device("v")).ok() || !(s = wv.check_device("w")).ok()) return s;
     ChannelCall call(vv.view());
     if (!(s = call.check_x("v")).ok()) return s;
     call.bind_tensor(vv.view(), "v", false);
@@ -141,11 +151,12 @@ Status weight_norm_backward(const TensorView &dw, const TensorView &v, const Ten
         return s;
     if (count == 0) return s;
     if (v.numel() == 0) {
-        fill_zero(dg);
-        return s;
+        return fill_zero(dg);
     }
     Staging staging;
     NcsView dwv(dw, d, false, staging), vv(v, d, false, staging), dvv(dv, d, true, staging);
+    if (!(s = dwv.check_device("dw")).ok() || !(s = vv.check_device("v")).ok() || !(s = dvv.check_device("dv")).ok())
+        return s;
     ChannelCall call(vv.view());
     if (!(s = call.check_x("v")).ok()) return s;
     call.bind_tensor(dwv.view(), "dw", false);
@@ -167,6 +178,7 @@ Status fold_batch_norm(const TensorView &w, const TensorView *b, const TensorVie
     if (w.rank < 1) return invalid("Expected w with the output channels on axis 0, but got a 0-d tensor");
     Staging staging;
     NcsView wv(w, 0, false, staging), wov(w_out, 0, true, staging);
+    if (!(s = wv.check_device("w")).ok() || !(s = wov.check_device("w_out")).ok()) return s;
     ChannelCall call(wv.view());
     if (!(s = call.check_x("w")).ok() || !(s = call.check_per_channel(b, "b", false)).ok() ||
         !(s = call.check_per_channel(&running_mean, "running_mean", true)).ok() ||
@@ -222,7 +234,10 @@ Status check_samples(const TensorView &x, const char *name, int64_t features) {
 // (n_samples, n_features) as (n = 1, c = feature, s = sample): row-major arrays get the
 // channels-last kernels, column-major ones the NCHW kernels, others the strided ones.
 TensorView feature_view(const TensorView &x) {
-    return TensorView::strided(x.data, x.dtype, {1, x.shape[1], x.shape[0]}, {0, x.strides[1], x.strides[0]});
+    TensorView v = TensorView::strided(x.data, x.dtype, {1, x.shape[1], x.shape[0]}, {0, x.strides[1], x.strides[0]});
+    v.device = x.device;
+    v.device_index = x.device_index;
+    return v;
 }
 
 Status chunk_stats(const TensorView &x_in, int64_t features, ChunkStats *out) {
@@ -254,7 +269,8 @@ Status affine(const TensorView &x_in, const char *xname, const TensorView &y_in,
     if (features < 0) return invalid("This scaler is not fitted yet: call fit or partial_fit first");
     Status s = check_samples(x_in, xname, features);
     if (!s.ok() || !(s = check_tensor(y_in, yname)).ok() || !(s = check_dtype(y_in, yname, x_in.dtype)).ok() ||
-        !(s = check_same_shape(y_in, yname, x_in.sizes(), (std::string("the shape of ") + xname).c_str())).ok())
+        !(s = check_same_shape(y_in, yname, x_in.sizes(), (std::string("the shape of ") + xname).c_str())).ok() ||
+        !(s = check_same_device(y_in, yname, x_in)).ok())
         return s;
     if (x_in.data != y_in.data && overlaps(x_in, y_in)) return invalid(std::string(yname) + " overlaps " + xname);
     const TensorView x = feature_view(x_in), y = feature_view(y_in);

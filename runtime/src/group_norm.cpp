@@ -65,7 +65,7 @@ Status group_norm_grad_call(const TensorView &dy, const TensorView &x, const Ten
     const bool w = call.bind_backward_params(weight, bias, dweight, dbias, fused ? epilogue : nullptr, true);
     s = call.run("group_norm", "bwd",
                  ChannelCall::variant(fused ? epilogue : nullptr, std::string("has_weight=") + (w ? "1" : "0")));
-    if (s.ok() && !fused && dresidual) copy_tensor(*dresidual, dy);  // no activation: dz = dy
+    if (s.ok() && !fused && dresidual) s = copy_tensor(*dresidual, dy);  // no activation: dz = dy
     return s;
 }
 
@@ -88,8 +88,8 @@ Status group_norm_forward(const TensorView &x, int64_t num_groups, const TensorV
                          {{&x, "x"}, {weight, "weight"}, {bias, "bias"}, {epilogue ? epilogue->residual : nullptr, "residual"}});
     if (!s.ok() || call.batch() == 0) return s;
     if (call.spatial() == 0) {  // no values per group: torch gives mean 0, rstd NaN
-        if (mean) fill_f32(*mean, 0.0f);
-        if (rstd) fill_f32(*rstd, std::nanf(""));
+        if (mean) s = fill_f32(*mean, 0.0f);
+        if (s.ok() && rstd) s = fill_f32(*rstd, std::nanf(""));
         return s;
     }
     return group_norm_call(x, num_groups, weight, bias, eps, y, mean, rstd, nullptr, epilogue);
@@ -119,8 +119,7 @@ Status group_norm_backward(const TensorView &dy, const TensorView &x, const Tens
                              {{&dy, "dy"}, {&x, "x"}, {residual, "residual"}, {weight, "weight"}, {bias, "bias"}});
     if (!s.ok()) return s;
     if (call.batch() * call.spatial() == 0) {
-        zero_param_grads(dweight, dbias);
-        return Status::OK();
+        return zero_param_grads(dweight, dbias);
     }
     return group_norm_grad_call(dy, x, mean, rstd, num_groups, weight, dx, dweight, dbias, epilogue, bias, dresidual);
 }

@@ -2,6 +2,8 @@
 
 #include "normgen/kernel_registry.h"
 
+#include "cuda_device.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -97,6 +99,7 @@ void init_runtime() {
             else if (!std::strcmp(cap, "sse41")) g_cpu_cap = CpuCap::sse41;
         }
         hook_runtime({halide_set_error_handler, halide_set_num_threads, halide_set_custom_can_use_target_features});
+        install_cuda_context_hooks();
     });
 }
 
@@ -118,6 +121,12 @@ const std::vector<Kernel> &kernel_table() {
     return table;
 }
 
+bool has_cuda_kernels() {
+    static const bool any = std::any_of(kernel_table().begin(), kernel_table().end(),
+                                        [](const Kernel &k) { return !std::strcmp(k.info.target, "cuda"); });
+    return any;
+}
+
 // Calls f(kernel) on every kernel, registered ones first; the caller holds the
 // registry's lock.
 template <typename F>
@@ -132,13 +141,14 @@ Selection select_kernel(const Request &req, std::string *why) {
     int best_rank = 1 << 30;
     std::string skipped;
     const char *dtype = dtype_name(req.dtype);
+    const char *target = req.device == Device::cuda ? "cuda" : "cpu";
     const int threads = num_threads();
     std::string shape;
     for (int64_t d : req.shape) shape += (shape.empty() ? "" : "x") + std::to_string(d);
     for_each_kernel_locked([&](const Kernel &k) {
         const KernelInfo &i = k.info;
         if (std::strcmp(i.op, req.op) || std::strcmp(i.dir, req.dir) || std::strcmp(i.dtype, dtype) ||
-            req.variant != i.variant || std::strcmp(i.target, "cpu"))
+            req.variant != i.variant || std::strcmp(i.target, target))
             return;
         const bool generic = std::strcmp(i.layout, "strided") == 0;
         std::string reason;
@@ -167,7 +177,7 @@ Selection select_kernel(const Request &req, std::string *why) {
     });
     std::string desc = describe(req.op, req.dir, req.dtype, req.shape, req.layout);
     if (!best) {
-        *why = "no kernel in the kernel list for " + desc + " (variant " + req.variant + ")";
+        *why = "no " + std::string(target) + " kernel in the kernel list for " + desc + " (variant " + req.variant + ")";
         return sel;
     }
     t_last_kernel = best->info.name;
@@ -176,11 +186,12 @@ Selection select_kernel(const Request &req, std::string *why) {
     return sel;
 }
 
-Status run_kernel(const Kernel &k, const Args &args) {
+Status run_kernel(const Kernel &k, const Args &args, int device_index) {
     init_runtime();
     const halide_filter_metadata_t *md = k.metadata_fn();
     CallContext ctx;
     void *user_context = &ctx;
+    set_call_device(user_context, device_index);
     std::vector<void *> argv(md->num_arguments, nullptr);
     for (int a = 0; a < md->num_arguments; a++) {
         const char *name = md->arguments[a].name;
@@ -207,7 +218,9 @@ Status dispatch(const Request &req, const Args &args) {
     std::string why;
     const Selection sel = select_kernel(req, &why);
     if (!sel.kernel) return Status(Status::Code::runtime_error, why);
-    return run_kernel(*sel.kernel, args);
+    if (req.device == Device::cuda && !cuda_device_usable(req.device_index, &why))
+        return Status(Status::Code::runtime_error, std::string(req.op) + " on CUDA tensors: no CUDA device: " + why);
+    return run_kernel(*sel.kernel, args, req.device_index);
 }
 
 }  // namespace detail
@@ -340,5 +353,14 @@ void unregister_kernels(const ExternalKernel *kernels, size_t count) {
 }
 
 int num_threads() { return g_threads.load(); }
+
+bool cuda_available(int device, std::string *why) {
+    std::string reason;
+    bool ok = detail::has_cuda_kernels();
+    if (!ok) reason = "this normgen build has no CUDA kernels (configured with an empty NORMGEN_CUDA_TARGET)";
+    else ok = detail::cuda_device_usable(device, &reason);
+    if (why) *why = reason;
+    return ok;
+}
 
 }  // namespace normgen

@@ -20,6 +20,8 @@ struct Kernel {
 };
 
 const std::vector<Kernel> &kernel_table();
+// Whether the built-in table has CUDA kernels (the build had a CUDA target).
+bool has_cuda_kernels();
 
 // Arguments for one call, bound by the names the generator gave them.
 class Args {
@@ -46,6 +48,8 @@ struct Request {
     // The problem's shape: (rows, cols) or (N, C, spatial); kernels tuned for a shape
     // match it joined with 'x'.
     std::vector<int64_t> shape;
+    Device device = Device::cpu;  // cpu: the "cpu" kernels; cuda: the "cuda" kernels on device_index
+    int device_index = 0;
 };
 
 // A selected kernel, and a read lock on the registry of consumer kernels that keeps the
@@ -60,8 +64,9 @@ struct Selection {
 // (with a message in *why) if none fits.
 Selection select_kernel(const Request &req, std::string *why);
 
-// Run `k` with `args`; a non-zero return or a Halide error becomes a Status.
-Status run_kernel(const Kernel &k, const Args &args);
+// Run `k` with `args` (on CUDA device `device_index` for a cuda kernel); a non-zero
+// return or a Halide error becomes a Status.
+Status run_kernel(const Kernel &k, const Args &args, int device_index = 0);
 
 // select_kernel, then run_kernel.
 Status dispatch(const Request &req, const Args &args);

@@ -26,8 +26,8 @@ Status forward(const TensorView &x, const TensorView *residual, const std::vecto
                          {{&x, "x"}, {residual, "residual"}, {weight, "weight"}, {bias, "bias"}});
     if (!s.ok() || call.rows() == 0) return s;
     if (call.cols() == 0) {  // empty rows: torch gives mean 0 and rstd NaN (0/0 variance)
-        if (mean) fill_f32(*mean, 0.0f);
-        if (rstd) fill_f32(*rstd, std::numeric_limits<float>::quiet_NaN());
+        if (mean) s = fill_f32(*mean, 0.0f);
+        if (s.ok() && rstd) s = fill_f32(*rstd, std::numeric_limits<float>::quiet_NaN());
         return s;
     }
     call.bind_rows(x, "x", false);
@@ -80,8 +80,7 @@ Status backward(const TensorView &dy, const TensorView *ds, const TensorView &x,
     if (!s.ok()) return s;
     if (call.rows() == 0 || call.cols() == 0) {
         // Empty batch: dx is empty and the parameter gradients are sums over no rows.
-        zero_param_grads(dweight, dbias);
-        return Status::OK();
+        return zero_param_grads(dweight, dbias);
     }
     call.bind_rows(dy, "dy", false);
     call.bind_rows(x, "x", false);

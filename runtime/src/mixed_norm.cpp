@@ -94,6 +94,15 @@ Status check_forward_overlap(bool updating, const TensorView *running_mean, cons
 
 const char *flag(bool b) { return b ? "1" : "0"; }
 
+// The saved statistics of these ops are packed into (N + 1, C)-like arrays by host
+// code, which cannot reach CUDA memory: their CUDA kernels are built (and their PTX
+// checked) but the runtime takes CPU tensors only, for now.
+Status packing_on_host(const TensorView &x, const char *op) {
+    if (x.device != Device::cuda) return Status::OK();
+    return type_error(std::string(op) + ": x is a CUDA tensor; this op packs its saved statistics on the host and "
+                                        "takes CPU tensors only");
+}
+
 // After a training forward: the BN part's statistics (two per channel, e.g. mean and
 // rstd) into row N of the saved arrays, and the running statistics' update from its
 // mean and biased variance.
@@ -104,8 +113,8 @@ void finish_bn_part(const ChannelCall &call, const TensorView *save0, const Tens
     store_block(save0, s0, 1, C, N);
     store_block(save1, s1, 1, C, N);
     if (running_mean)
-        update_running_stats(*running_mean, *running_var, mean, var, N * call.spatial(), momentum,
-                             num_batches_tracked);
+        (void)update_running_stats(*running_mean, *running_var, mean, var, N * call.spatial(), momentum,
+                                   num_batches_tracked);  // CPU tensors only (see the CUDA check)
 }
 
 }  // namespace
@@ -115,6 +124,7 @@ Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, c
                                    const TensorView *running_var, bool training, std::optional<double> momentum,
                                    double eps, const TensorView &y, const TensorView *save_mean,
                                    const TensorView *save_rstd, int64_t *num_batches_tracked) {
+    if (Status s = packing_on_host(x, "batch_instance_norm_forward"); !s.ok()) return s;
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = call.check_per_channel(&rho, "rho", false)).ok() ||
@@ -162,6 +172,7 @@ Status batch_instance_norm_backward(const TensorView &dy, const TensorView &x, c
                                     const TensorView &save_rstd, const TensorView &rho, const TensorView *weight,
                                     bool training, const TensorView &dx, const TensorView *drho,
                                     const TensorView *dweight, const TensorView *dbias) {
+    if (Status s = packing_on_host(x, "batch_instance_norm_backward"); !s.ok()) return s;
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = call.check_like_x(dy, "dy")).ok() ||
@@ -183,9 +194,8 @@ Status batch_instance_norm_backward(const TensorView &dy, const TensorView &x, c
         s = check_no_overlap({{drho, "drho"}}, {{&dy, "dy"}, {&x, "x"}, {&rho, "rho"}, {weight, "weight"}});
     if (!s.ok()) return s;
     if (N * call.spatial() == 0) {
-        zero_param_grads(dweight, dbias);
-        if (drho) fill_zero(*drho);
-        return Status::OK();
+        s = zero_param_grads(dweight, dbias);
+        return s.ok() && drho ? fill_zero(*drho) : s;
     }
     const TensorView in_mean = packed_block(save_mean, N, C), in_rstd = packed_block(save_rstd, N, C);
     const TensorView bn_mean = packed_row(save_mean, N, C), bn_rstd = packed_row(save_rstd, N, C);
@@ -210,6 +220,7 @@ Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weigh
                                double eps, const TensorView &y, const TensorView *save_mean,
                                const TensorView *save_var, const TensorView *save_rstd,
                                int64_t *num_batches_tracked) {
+    if (Status s = packing_on_host(x, "switchable_norm_forward"); !s.ok()) return s;
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = check_logits(&mean_weight, "mean_weight", x.dtype)).ok() ||
@@ -272,6 +283,7 @@ Status switchable_norm_backward(const TensorView &dy, const TensorView &x, const
                                 const TensorView *weight, bool training, const TensorView &dx,
                                 const TensorView *dmean_weight, const TensorView *dvar_weight,
                                 const TensorView *dweight, const TensorView *dbias) {
+    if (Status s = packing_on_host(x, "switchable_norm_backward"); !s.ok()) return s;
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = call.check_like_x(dy, "dy")).ok() ||
@@ -300,10 +312,10 @@ Status switchable_norm_backward(const TensorView &dy, const TensorView &x, const
                               {weight, "weight"}});
     if (!s.ok()) return s;
     if (N * call.spatial() == 0) {
-        zero_param_grads(dweight, dbias);
+        s = zero_param_grads(dweight, dbias);
         for (const TensorView *t : {dmean_weight, dvar_weight})
-            if (t) fill_zero(*t);
-        return Status::OK();
+            if (s.ok() && t) s = fill_zero(*t);
+        return s;
     }
     const TensorView in_mean = packed_block(save_mean, N, C), in_var = packed_block(save_var, N, C);
     const TensorView ln_mean = packed_col(save_mean, C, N), ln_var = packed_col(save_var, C, N);

@@ -24,7 +24,7 @@ Status forward(const TensorView &x, const TensorView *residual, const std::vecto
     s = check_no_overlap({{&y, "y"}, {sum, "s"}, {rstd, "rstd"}}, {{&x, "x"}, {residual, "residual"}, {weight, "weight"}});
     if (!s.ok() || call.rows() == 0) return s;
     if (call.cols() == 0) {  // empty rows: mean of no squares is 0/0
-        if (rstd) fill_f32(*rstd, std::numeric_limits<float>::quiet_NaN());
+        if (rstd) s = fill_f32(*rstd, std::numeric_limits<float>::quiet_NaN());
         return s;
     }
     call.bind_rows(x, "x", false);
@@ -55,8 +55,7 @@ Status backward(const TensorView &dy, const TensorView *ds, const TensorView &x,
                                {{&dy, "dy"}, {ds, "ds"}, {&x, x_name}, {&rstd, "rstd"}});
     if (!s.ok()) return s;
     if (call.rows() == 0 || call.cols() == 0) {
-        zero_param_grads(dweight, nullptr);
-        return Status::OK();
+        return zero_param_grads(dweight, nullptr);
     }
     call.bind_rows(dy, "dy", false);
     call.bind_rows(x, "x", false);

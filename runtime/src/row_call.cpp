@@ -1,5 +1,7 @@
 #include "row_call.h"
 
+#include "cuda_device.h"
+
 #include <algorithm>
 
 namespace normgen::detail {
@@ -28,6 +30,7 @@ Status RowCall::check_x(const char *x_name) {
 Status RowCall::check_like_x(const TensorView &t, const char *name) const {
     Status s = check_tensor(t, name);
     if (!s.ok()) return s;
+    if (!(s = check_same_device(t, name, x_)).ok()) return s;
     s = check_dtype(t, name, x_.dtype);
     if (!s.ok()) return s;
     return check_same_shape(t, name, x_.sizes(), "the shape of x");
@@ -37,6 +40,7 @@ Status RowCall::check_param(const TensorView *t, const char *name) const {
     if (!t) return Status::OK();
     Status s = check_tensor(*t, name);
     if (!s.ok()) return s;
+    if (!(s = check_same_device(*t, name, x_)).ok()) return s;
     s = check_dtype(*t, name, x_.dtype);
     if (!s.ok()) return s;
     return check_same_shape(*t, name, normalized_shape_, "normalized_shape");
@@ -44,7 +48,9 @@ Status RowCall::check_param(const TensorView *t, const char *name) const {
 
 Status RowCall::check_stat(const TensorView *t, const char *name) const {
     if (!t) return Status::OK();
-    return check_stats(*t, name, rows_, "one per normalized row");
+    Status s = check_stats(*t, name, rows_, "one per normalized row");
+    if (!s.ok()) return s;
+    return check_same_device(*t, name, x_);
 }
 
 void RowCall::bind_rows(const TensorView &t, const char *arg, bool output) {
@@ -61,6 +67,7 @@ void RowCall::bind_rows(const TensorView &t, const char *arg, bool output) {
         v = View2D{p, t.dtype, cols_, 1, rows_, cols_};
     }
     if (v.col_stride != 1) unit_stride_ = false;
+    note_device(b, t, v.data, arg);
     b.hb.init_2d(v);
     args_.buffer(arg, b.hb.get());
 }
@@ -79,6 +86,7 @@ void RowCall::bind_param(const TensorView &t, const char *arg, bool output) {
         stride = 1;
     }
     if (stride != 1) unit_stride_ = false;
+    note_device(b, t, data, arg);
     b.hb.init_1d(data, t.dtype, extent, stride);
     args_.buffer(arg, b.hb.get());
 }
@@ -109,6 +117,7 @@ void RowCall::bind_stat(const TensorView *t, const char *arg, bool output) {
         }
         stride = 1;
     }
+    if (t) note_device(b, *t, data, arg);
     b.hb.init_1d(data, DType::f32, rows_, stride);
     args_.buffer(arg, b.hb.get());
 }
@@ -122,8 +131,39 @@ void RowCall::bind_scalar(const char *arg, float v) {
     args_.scalar(arg, &scalars_.back());
 }
 
+void RowCall::note_device(Bound &b, const TensorView &t, const void *data, const char *arg) {
+    // A CPU call must not see device memory. A CUDA call takes host memory (the
+    // runtime's identities and scratch) through Halide's copies.
+    if (t.device == Device::cuda && !same_device(t, x_)) {
+        if (mismatch_.empty()) mismatch_ = arg;
+        return;
+    }
+    if (t.device != Device::cuda) return;
+    b.on_device = data == t.data;
+    if (!b.on_device && device_problem_.empty()) device_problem_ = arg;
+}
+
 Status RowCall::run(const char *op, const char *dir, const std::string &variant) {
-    Status s = dispatch({op, dir, x_.dtype, variant, unit_stride_ ? "contig" : "strided", row_shape()}, args_);
+    Request req{op, dir, x_.dtype, variant, unit_stride_ ? "contig" : "strided", row_shape(), x_.device,
+                x_.device_index};
+    if (!mismatch_.empty())
+        return type_error(std::string(op) + ": '" + mismatch_ + "' is on another device than x (a call's tensors share one)");
+    if (x_.device != Device::cuda) {
+        Status s = dispatch(req, args_);
+        if (!s.ok()) return s;
+        for (const Bound &b : bound_)
+            if (b.out_view) Staging::scatter(b.stage, *b.out_view);
+        return s;
+    }
+    if (!device_problem_.empty())
+        return type_error(std::string(op) + ": CUDA tensor '" + device_problem_ +
+                          "' has strides with no (rows, cols) view; make it contiguous (CUDA calls copy nothing)");
+    std::vector<CallBuffer> bufs;
+    for (Bound &b : bound_) bufs.push_back({b.hb.get(), b.on_device});
+    Status s = attach_device_buffers(bufs);
+    if (!s.ok()) return s;
+    s = dispatch(req, args_);
+    detach_device_buffers(bufs);
     if (!s.ok()) return s;
     for (const Bound &b : bound_)
         if (b.out_view) Staging::scatter(b.stage, *b.out_view);

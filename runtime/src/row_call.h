@@ -48,7 +48,12 @@ private:
         HalideBuf hb;
         const TensorView *out_view = nullptr;  // staged output to scatter after the run
         void *stage = nullptr;
+        bool on_device = false;                // the caller's CUDA memory
     };
+    // A tensor of a CUDA call bound at `data` (its own memory unless staged).
+    void note_device(Bound &b, const TensorView &t, const void *data, const char *arg);
+    std::string device_problem_;  // a CUDA tensor that would need a host copy
+    std::string mismatch_;        // a tensor on another device than x
     Bound &next() { return bound_.emplace_back(); }
 
     const TensorView &x_;

@@ -1,5 +1,8 @@
 #include "tensor.h"
 
+#include "cuda_device.h"
+#include "kernel_table.h"
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -80,12 +83,30 @@ Status check_tensor(const TensorView &t, const char *name) {
     if (t.rank > TensorView::kMaxRank)
         return invalid(std::string(name) + ": rank " + std::to_string(t.rank) + " exceeds the maximum of " +
                        std::to_string(TensorView::kMaxRank));
-    if (t.device != Device::cpu)
+    if (t.device == Device::cuda && !has_cuda_kernels())
         return type_error(std::string(name) + " is a CUDA tensor, but this normgen build has only CPU kernels");
+    if (t.device != Device::cpu && t.device != Device::cuda)
+        return type_error(std::string(name) + ": unknown device");
+    if (t.device == Device::cuda && t.device_index < 0)
+        return invalid(std::string(name) + ": negative CUDA device index " + std::to_string(t.device_index));
     for (int i = 0; i < t.rank; i++)
         if (t.shape[i] < 0)
             return invalid(std::string(name) + ": negative size in shape " + shape_str(t.sizes()));
     if (t.numel() > 0 && t.data == nullptr) return invalid(std::string(name) + ": data pointer is null");
+    return Status::OK();
+}
+
+bool same_device(const TensorView &a, const TensorView &b) {
+    return a.device == b.device && (a.device != Device::cuda || a.device_index == b.device_index);
+}
+
+Status check_same_device(const TensorView &t, const char *name, const TensorView &x) {
+    auto where = [](const TensorView &v) {
+        return v.device == Device::cuda ? "CUDA device " + std::to_string(v.device_index) : std::string("the CPU");
+    };
+    if (!same_device(t, x))
+        return type_error(std::string(name) + " is on " + where(t) + ", but x is on " + where(x) +
+                          " (a call's tensors share one device)");
     return Status::OK();
 }
 
@@ -288,8 +309,8 @@ TensorView contiguous_like(const TensorView &t, void *data) {
 }
 
 namespace {
-// Copy between two views of the same shape, element by element (odometer order).
-void strided_copy(const TensorView &dst, const TensorView &src) {
+// Copy between two host views of the same shape, element by element (odometer order).
+void host_copy(const TensorView &dst, const TensorView &src) {
     const int es = dtype_size(src.dtype);
     const int64_t n = src.numel();
     if (n == 0) return;
@@ -309,6 +330,16 @@ void strided_copy(const TensorView &dst, const TensorView &src) {
         }
     }
 }
+
+// The same, where either side may be a CUDA tensor (through a host copy of it).
+Status strided_copy(const TensorView &dst, const TensorView &src) {
+    if (src.device == Device::cuda)
+        return with_host_copy(src, true, false, [&](const TensorView &h) { return strided_copy(dst, h); });
+    if (dst.device == Device::cuda)
+        return with_host_copy(dst, false, true, [&](const TensorView &h) { return strided_copy(h, src); });
+    host_copy(dst, src);
+    return Status::OK();
+}
 }  // namespace
 
 Status check_backward_outputs(const char *op, const TensorView &dx, const TensorView *weight,
@@ -321,21 +352,23 @@ Status check_backward_outputs(const char *op, const TensorView &dx, const Tensor
     return check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}}, inputs);
 }
 
-void zero_param_grads(const TensorView *dweight, const TensorView *dbias) {
-    if (dweight) fill_zero(*dweight);
-    if (dbias) fill_zero(*dbias);
+Status zero_param_grads(const TensorView *dweight, const TensorView *dbias) {
+    Status s;
+    if (dweight) s = fill_zero(*dweight);
+    if (s.ok() && dbias) s = fill_zero(*dbias);
+    return s;
 }
 
-void fill_zero(const TensorView &t) {
-    if (t.numel() == 0) return;
+Status fill_zero(const TensorView &t) {
+    if (t.numel() == 0) return Status::OK();
     std::vector<unsigned char> zeros(static_cast<size_t>(t.numel()) * dtype_size(t.dtype), 0);
-    strided_copy(t, contiguous_like(t, zeros.data()));
+    return strided_copy(t, contiguous_like(t, zeros.data()));
 }
 
-void fill_f32(const TensorView &t, float v) {
-    if (t.numel() == 0) return;
+Status fill_f32(const TensorView &t, float v) {
+    if (t.numel() == 0) return Status::OK();
     std::vector<float> vals(static_cast<size_t>(t.numel()), v);
-    strided_copy(t, contiguous_like(t, vals.data()));
+    return strided_copy(t, contiguous_like(t, vals.data()));
 }
 
 void *Staging::alloc(const TensorView &t) {
@@ -362,12 +395,12 @@ TensorView Staging::constant(DType dtype, const std::vector<int64_t> &shape, flo
 
 void *Staging::gather(const TensorView &t) {
     void *p = alloc(t);
-    strided_copy(contiguous_like(t, p), t);
+    if (t.device == Device::cpu) host_copy(contiguous_like(t, p), t);
     return p;
 }
 
 void Staging::scatter(const void *src, const TensorView &t) {
-    strided_copy(t, contiguous_like(t, const_cast<void *>(src)));
+    if (t.device == Device::cpu) host_copy(t, contiguous_like(t, const_cast<void *>(src)));
 }
 
 double dtype_eps(DType t) {
@@ -379,7 +412,7 @@ double dtype_eps(DType t) {
     return 1.1920928955078125e-07;
 }
 
-void copy_tensor(const TensorView &dst, const TensorView &src) { strided_copy(dst, src); }
+Status copy_tensor(const TensorView &dst, const TensorView &src) { return strided_copy(dst, src); }
 
 }  // namespace detail
 }  // namespace normgen

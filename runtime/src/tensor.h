@@ -20,6 +20,9 @@ Status type_error(const std::string &msg);
 // Rank, sizes, data pointer, device; `name` is how the message calls the tensor.
 Status check_tensor(const TensorView &t, const char *name);
 Status check_dtype(const TensorView &t, const char *name, DType expected);
+// t is on x's device (CPU, or the same CUDA device).
+Status check_same_device(const TensorView &t, const char *name, const TensorView &x);
+bool same_device(const TensorView &a, const TensorView &b);
 Status check_same_shape(const TensorView &t, const char *name, const std::vector<int64_t> &expected,
                         const char *expected_what);
 // A float32 statistics tensor with `count` elements (any shape of that size).
@@ -75,7 +78,8 @@ Status check_index_range(const char *name, std::initializer_list<int64_t> values
 // A contiguous copy of a tensor that has no 2-D view (arbitrary strides).
 class Staging {
 public:
-    // Gather `t` into contiguous memory (inputs) or just allocate (outputs).
+    // Gather `t` into contiguous memory (inputs) or just allocate (outputs). A CUDA
+    // tensor is never read here (host code cannot): its calls refuse staged tensors.
     void *gather(const TensorView &t);
     void *alloc(const TensorView &t);
     // Scatter the contiguous copy back into `t` (outputs).
@@ -95,13 +99,14 @@ Status check_backward_outputs(const char *op, const TensorView &dx, const Tensor
                               const TensorView *dweight, const TensorView *dbias,
                               std::vector<std::pair<const TensorView *, const char *>> inputs);
 // The parameter gradients of an empty batch: sums over nothing.
-void zero_param_grads(const TensorView *dweight, const TensorView *dbias);
+[[nodiscard]] Status zero_param_grads(const TensorView *dweight, const TensorView *dbias);
 
-// Set every element of t to +0.0; fill_f32: every element of a float32 t to v.
-void fill_zero(const TensorView &t);
-// dst = src elementwise (same shape and dtype, any strides).
-void copy_tensor(const TensorView &dst, const TensorView &src);
-void fill_f32(const TensorView &t, float v);
+// Set every element of t to +0.0; fill_f32: every element of a float32 t to v. Any
+// device (a CUDA tensor through a host copy: these serve the empty and tiny cases).
+[[nodiscard]] Status fill_zero(const TensorView &t);
+// dst = src elementwise (same shape and dtype, any strides, any devices).
+[[nodiscard]] Status copy_tensor(const TensorView &dst, const TensorView &src);
+[[nodiscard]] Status fill_f32(const TensorView &t, float v);
 
 // The contiguous N-d view of `t`'s shape over `data`.
 TensorView contiguous_like(const TensorView &t, void *data);

@@ -5,7 +5,7 @@
 
 #include "reduction.h"
 #include "../params/channel_norm_params.h"
-#include "../../generators/algorithms/activation.h"
+#include "../specialize.h"
 #include "../../generators/algorithms/channel_norm.h"
 
 #include <string>
@@ -17,22 +17,6 @@ inline int lanes_of(const ChannelNormCpuParams &k, const Halide::Target &t) {
 }
 
 using namespace Halide;
-
-// The run-time epilogue's activation codes as specialization conditions (none when the
-// pipeline has no epilogue): each case gets its own loop nest, where the activation's
-// select folds to one branch; any other code fails (no generic loop nest is compiled:
-// it would compute every activation).
-inline std::vector<Expr> activation_cases(const Expr &activation) {
-    std::vector<Expr> v;
-    if (activation.defined())
-        for (alg::ActivationCode a : alg::specialized_activations) v.push_back(activation == static_cast<int>(a));
-    return v;
-}
-
-inline void specialize_cases(Stage s, const std::vector<Expr> &cases) {
-    for (const Expr &e : cases) s.specialize(e);
-    if (!cases.empty()) s.specialize_fail("normgen: unknown activation code (the runtime passes none/relu as leaky_relu)");
-}
 
 // Channels-last reductions: vectorized across channels, the (s, n) domain split into
 // parallel blocks whose per-channel partials are then summed in block order.

@@ -21,6 +21,9 @@ inline void PrintTo(const KernelInfo &k, std::ostream *os) { *os << k.name; }
 namespace ref {
 
 // A kernel table's dtype name as a DType.
+// The CPU kernels of the table (the CUDA ones are tested in test_cuda.cpp, on a GPU).
+inline bool cpu_kernel(const normgen::KernelInfo &k) { return std::string(k.target) == "cpu"; }
+
 inline normgen::DType dtype_of(const std::string &s) {
     if (s == "f16") return normgen::DType::f16;
     if (s == "bf16") return normgen::DType::bf16;

@@ -147,7 +147,8 @@ std::vector<KernelInfo> batch_norm_kernels() {
     std::vector<KernelInfo> v;
     for (const auto &k : normgen::kernels())
         // (The fused-epilogue kernels are tested from Python: tests/python/test_fused_norms.py.)
-        if (std::string(k.op) == "batch_norm" && std::string(k.variant).find("epilogue=1") == std::string::npos)
+        if (ref::cpu_kernel(k) && std::string(k.op) == "batch_norm" &&
+            std::string(k.variant).find("epilogue=1") == std::string::npos)
             v.push_back(k);
     return v;
 }

@@ -179,7 +179,8 @@ bool fused(const KernelInfo &k) { return flag(k, "add_residual") || flag(k, "has
 std::vector<KernelInfo> row_norm_kernels(bool want_fused) {
     std::vector<KernelInfo> v;
     for (const auto &k : normgen::kernels())
-        if ((std::string(k.op) == "layer_norm" || std::string(k.op) == "rms_norm") && fused(k) == want_fused)
+        if (ref::cpu_kernel(k) && (std::string(k.op) == "layer_norm" || std::string(k.op) == "rms_norm") &&
+            fused(k) == want_fused)
             v.push_back(k);
     return v;
 }

@@ -32,6 +32,11 @@ def assert_close(got, want, dtype, reduction_len, what, scale=None):
                            f"(tolerance at worst {tol.flatten()[err.flatten().argmax()].item():.3g})")
 
 
+def cpu_kernels():
+    """The CPU kernels of the table (the CUDA ones run in test_cuda.py, on a GPU)."""
+    return [k for k in ng.kernels() if k["target"] == "cpu"]
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import normgen as ng
-from conftest import DTYPES, assert_close, kernel_shape
+from conftest import DTYPES, assert_close, cpu_kernels, kernel_shape
 
 SHAPES = [(4, 3), (5, 3, 7), (2, 6, 5, 6), (3, 2, 3, 4, 5), (1, 16, 7, 7), (8, 32, 1, 1), (2, 64, 3, 5)]
 LAYOUTS = ["nchw", "channels_last", "strided"]
@@ -203,7 +203,7 @@ def test_bad_input():
 _TORCH_DTYPE = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
 
-@pytest.mark.parametrize("kernel", [k for k in ng.kernels() if k["op"] == "batch_norm" and "epilogue=1" not in k["variant"]],
+@pytest.mark.parametrize("kernel", [k for k in cpu_kernels() if k["op"] == "batch_norm" and "epilogue=1" not in k["variant"]],
                          ids=lambda k: k["name"])
 def test_every_batch_norm_kernel_dispatches_and_matches(kernel):
     """(The fused-epilogue kernels: test_fused_norms.py.)"""

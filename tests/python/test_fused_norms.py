@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import normgen as ng
-from conftest import DTYPES, assert_close, kernel_shape
+from conftest import DTYPES, assert_close, cpu_kernels, kernel_shape
 from test_batch_norm import _make
 from test_row_norm import _finite_difference_check
 
@@ -74,7 +74,7 @@ def _check_batch_norm(dtype, layout, training, activation, with_residual, affine
         assert len(outs) == 3
 
 
-@pytest.mark.parametrize("kernel", [k for k in ng.kernels() if k["op"] == "batch_norm" and "epilogue=1" in k["variant"]],
+@pytest.mark.parametrize("kernel", [k for k in cpu_kernels() if k["op"] == "batch_norm" and "epilogue=1" in k["variant"]],
                          ids=lambda k: k["name"])
 def test_every_fused_batch_norm_kernel_dispatches_and_matches(kernel):
     flags = dict(kv.split("=") for kv in kernel["variant"].split(","))
@@ -166,7 +166,7 @@ def _check_group_norm(dtype, layout, groups, activation, with_residual, affine=T
         assert_close(outs[3], grads["r"], dtype, 1, "dresidual", scale=dy.double().abs().max().item() * 1.2)
 
 
-@pytest.mark.parametrize("kernel", [k for k in ng.kernels() if k["op"] == "group_norm" and "epilogue=1" in k["variant"]],
+@pytest.mark.parametrize("kernel", [k for k in cpu_kernels() if k["op"] == "group_norm" and "epilogue=1" in k["variant"]],
                          ids=lambda k: k["name"])
 def test_every_fused_group_norm_kernel_dispatches_and_matches(kernel):
     flags = dict(kv.split("=") for kv in kernel["variant"].split(","))

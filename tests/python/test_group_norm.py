@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import normgen as ng
-from conftest import DTYPES, assert_close, kernel_shape
+from conftest import DTYPES, assert_close, cpu_kernels, kernel_shape
 from test_batch_norm import LAYOUTS, _make
 
 SHAPES = [(2, 6, 5), (3, 4, 5, 6), (2, 8, 3, 4, 5), (1, 32, 7, 7), (4, 6, 1, 1), (1, 3, 9, 2)]
@@ -162,7 +162,7 @@ def test_bad_input():
 _TORCH_DTYPE = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
 
-@pytest.mark.parametrize("kernel", [k for k in ng.kernels() if k["op"] == "group_norm" and "epilogue=1" not in k["variant"]],
+@pytest.mark.parametrize("kernel", [k for k in cpu_kernels() if k["op"] == "group_norm" and "epilogue=1" not in k["variant"]],
                          ids=lambda k: k["name"])
 def test_every_group_norm_kernel_dispatches_and_matches(kernel):
     """(The fused-epilogue kernels: test_fused_norms.py.)"""

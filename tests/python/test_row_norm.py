@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 import normgen as ng
-from conftest import DTYPES, assert_close, ref_layer_norm, ref_rms_norm
+from conftest import DTYPES, assert_close, cpu_kernels, ref_layer_norm, ref_rms_norm
 
 SHAPES = [((1, 1), (1,)), ((3, 7), (7,)), ((5, 16), (16,)), ((33, 100), (100,)), ((4, 1031), (1031,)),
           ((2, 3, 64), (64,)), ((2, 5, 4, 6), (4, 6))]
@@ -211,7 +211,7 @@ def test_rms_norm_gradients_by_finite_differences():
 _TORCH_DTYPE = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
 
-@pytest.mark.parametrize("kernel", [k for k in ng.kernels() if k["op"] in ("layer_norm", "rms_norm")],
+@pytest.mark.parametrize("kernel", [k for k in cpu_kernels() if k["op"] in ("layer_norm", "rms_norm")],
                          ids=lambda k: k["name"])
 def test_every_row_norm_kernel_dispatches_and_matches(kernel):
     dtype = _TORCH_DTYPE[kernel["dtype"]]
@@ -367,7 +367,7 @@ def test_verbose_dispatch_names_the_kernel(tmp_path):
 def test_tuned_kernels_dispatch_only_at_their_shape_and_thread_count():
     """Kernels from the tuned table (schedules/tuned/) serve exactly their shape, on the
     thread count they were tuned at."""
-    tuned = [k for k in ng.kernels() if k["shape"] and k["op"] in ("layer_norm", "rms_norm") and k["dir"] == "fwd"
+    tuned = [k for k in cpu_kernels() if k["shape"] and k["op"] in ("layer_norm", "rms_norm") and k["dir"] == "fwd"
              and "add_residual=1" not in k["variant"]]  # the pre-norm kernels serve add_*_norm, not these calls
     # Without a tuned table (NORMGEN_TUNED_TABLE empty), calls get the kernel list's kernels.
     ng.layer_norm(torch.randn(8192, 1024), (1024,), torch.randn(1024), torch.randn(1024))

@@ -1,8 +1,9 @@
-"""Array plumbing: numpy arrays and CPU torch tensors in, the same container out.
+"""Array plumbing: numpy arrays and torch tensors (CPU or CUDA) in, the same container out.
 
-A tensor crosses into the C++ runtime as ``(data pointer, dtype, shape, strides)``
-with strides in elements; the runtime validates everything else (shapes, dtypes,
-aliasing) and raises with the argument's name.
+A tensor crosses into the C++ runtime as ``(data pointer, dtype, shape, strides,
+device)`` with strides in elements and device -1 (CPU) or a CUDA device index (the
+pointer is then device memory, used in place); the runtime validates everything else
+(shapes, dtypes, devices, aliasing) and raises with the argument's name.
 """
 from __future__ import annotations
 
@@ -26,11 +27,14 @@ def is_torch(a) -> bool:
 def spec(a, name: str):
     """The runtime's view of array ``a``; TypeError naming ``name`` if unsupported."""
     if is_torch(a):
-        if a.device.type != "cpu":
-            raise TypeError(f"{name} is on device {a.device}, but this normgen build has only CPU kernels")
+        if a.device.type not in ("cpu", "cuda"):
+            raise TypeError(f"{name} is on device {a.device}; normgen runs on the CPU and on CUDA devices")
         if a.dtype not in _TORCH_DTYPES:
             raise TypeError(f"Expected {name} of dtype float32, float16 or bfloat16, but got {a.dtype}")
-        return (a.data_ptr(), _TORCH_DTYPES[a.dtype], tuple(a.shape), tuple(a.stride()))
+        device = -1
+        if a.device.type == "cuda":
+            device = a.device.index if a.device.index is not None else torch.cuda.current_device()
+        return (a.data_ptr(), _TORCH_DTYPES[a.dtype], tuple(a.shape), tuple(a.stride()), device)
     if isinstance(a, np.ndarray):
         dt = _NP_DTYPES.get(a.dtype)
         if dt is None:
@@ -38,7 +42,7 @@ def spec(a, name: str):
         item = a.itemsize
         if any(s % item for s in a.strides):
             raise ValueError(f"{name} has strides {a.strides} that are not a multiple of its item size {item}")
-        return (a.__array_interface__["data"][0], dt, a.shape, tuple(s // item for s in a.strides))
+        return (a.__array_interface__["data"][0], dt, a.shape, tuple(s // item for s in a.strides), -1)
     raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(a).__name__}")
 
 

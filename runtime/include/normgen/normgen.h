@@ -38,7 +38,12 @@ struct NORMGEN_API TensorView {
     static constexpr int kMaxRank = 8;
     void *data = nullptr;
     DType dtype = DType::f32;
+    // cuda: `data` is device memory of CUDA device `device_index` (e.g. from cudaMalloc
+    // or a torch CUDA tensor); the call runs the CUDA kernels there, in the device's
+    // primary context on the default stream, and copies nothing. A call's tensors share
+    // one device.
     Device device = Device::cpu;
+    int device_index = 0;
     int rank = 0;
     std::array<int64_t, kMaxRank> shape{};
     std::array<int64_t, kMaxRank> strides{};
@@ -345,5 +350,9 @@ NORMGEN_API std::string describe(const char *op, const char *dir, DType dtype, c
 // Which kernel the last call on this thread ran ("" if none). NORMGEN_VERBOSE=dispatch
 // prints the same on stderr, with the reasons other candidates were skipped.
 NORMGEN_API const char *last_kernel();
+
+// Whether this build has CUDA kernels and CUDA device `device` can run them; if not,
+// *why (when given) says why: no CUDA kernels built, no driver, no such device.
+NORMGEN_API bool cuda_available(int device = 0, std::string *why = nullptr);
 
 }  // namespace normgen

@@ -1,0 +1,109 @@
+"""The CUDA path from Python: CUDA torch tensors in, CUDA tensors out, same functions.
+
+Without a usable CUDA device (this machine, CI) the device tests skip with the
+runtime's reason, and what can be checked without one is: the CUDA kernels are in the
+table, and a call on CUDA memory fails with a clear error (never a crash). With a GPU,
+every op family is compared with torch on the same device, forward and backward.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import normgen as ng
+
+from conftest import assert_close
+
+USABLE, WHY = ng.cuda_available(0)
+needs_gpu = pytest.mark.skipif(not (USABLE and torch.cuda.is_available()),
+                               reason=f"no CUDA device: {WHY or 'torch sees none'}")
+
+
+def test_cuda_kernels_are_built_for_every_op():
+    ops = {(k["op"], k["dir"]) for k in ng.kernels() if k["target"] == "cuda"}
+    cpu_ops = {(k["op"], k["dir"]) for k in ng.kernels() if k["target"] == "cpu"}
+    assert ops == cpu_ops
+
+
+@pytest.mark.skipif(USABLE, reason="a CUDA device is present: this checks the no-device error")
+def test_no_device_gives_a_clear_error():
+    assert WHY, "cuda_available() gives a reason when unusable"
+    # A torch "meta"-free way to reach the runtime with a CUDA pointer: the low-level
+    # binding takes (pointer, dtype, shape, strides, device) specs.
+    x = (0x7F0000000000, "f32", (4, 64), (64, 1), 0)
+    y = (0x7F0000100000, "f32", (4, 64), (64, 1), 0)
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        ng._normgen.layer_norm_forward(x, (64,), None, None, 1e-5, y, None, None)
+
+
+def _dev(t):
+    return t.cuda()
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_layer_norm_and_rms_norm_match_torch(dtype):
+    x = (torch.randn(64, 1024) * 3 + 100).to(dtype).cuda()
+    w = torch.randn(1024).to(dtype).cuda()
+    b = torch.randn(1024).to(dtype).cuda()
+    y = ng.layer_norm(x, (1024,), w, b)
+    assert y.is_cuda and y.dtype == dtype
+    assert_close(y.cpu(), F.layer_norm(x.double(), (1024,), w.double(), b.double()).cpu(), dtype, 1024, "layer_norm")
+    y, mean, rstd = ng.layer_norm_forward(x, (1024,), w, b)
+    dy = torch.randn_like(x)
+    dx, dw, db = ng.layer_norm_backward(dy, x, mean, rstd, (1024,), w)
+    xr = x.double().requires_grad_()
+    wr = w.double().requires_grad_()
+    br = b.double().requires_grad_()
+    F.layer_norm(xr, (1024,), wr, br).backward(dy.double())
+    assert_close(dx.cpu(), xr.grad.cpu(), dtype, 1024, "layer_norm dx")
+    assert_close(dw.cpu(), wr.grad.cpu(), dtype, 64, "layer_norm dweight")
+    assert_close(db.cpu(), br.grad.cpu(), dtype, 64, "layer_norm dbias")
+    r = ng.rms_norm(x, (1024,), w)
+    assert_close(r.cpu(), F.rms_norm(x.double(), (1024,), w.double(), eps=torch.finfo(dtype).eps).cpu(), dtype, 1024,
+                 "rms_norm")
+
+
+@needs_gpu
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_norm_training_matches_torch(channels_last):
+    x = torch.randn(8, 32, 14, 14).cuda() * 2 + 50
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(32).cuda(), torch.randn(32).cuda()
+    rm, rv = torch.zeros(32).cuda(), torch.ones(32).cuda()
+    rm_t, rv_t = rm.clone(), rv.clone()
+    y = ng.batch_norm(x, rm, rv, w, b, training=True)
+    want = F.batch_norm(x.double(), rm_t.double(), rv_t.double(), w.double(), b.double(), training=True)
+    assert y.is_cuda
+    assert_close(y.cpu(), want.cpu(), torch.float32, 8 * 14 * 14, "batch_norm y")
+    assert_close(rm.cpu(), rm_t.cpu(), torch.float32, 8 * 14 * 14, "running_mean")
+    assert_close(rv.cpu(), rv_t.cpu(), torch.float32, 8 * 14 * 14, "running_var")
+
+
+@needs_gpu
+def test_group_norm_forward_and_backward_match_torch():
+    x = torch.randn(4, 32, 9, 9).cuda() + 10
+    w, b = torch.randn(32).cuda(), torch.randn(32).cuda()
+    y, mean, rstd = ng.group_norm_forward(x, 8, w, b)
+    assert_close(y.cpu(), F.group_norm(x.double(), 8, w.double(), b.double()).cpu(), torch.float32, 4 * 81, "gn y")
+    dy = torch.randn_like(x)
+    dx, dw, db = ng.group_norm_backward(dy, x, mean, rstd, 8, w)
+    xr, wr, br = (t.double().requires_grad_() for t in (x, w, b))
+    F.group_norm(xr, 8, wr, br).backward(dy.double())
+    assert_close(dx.cpu(), xr.grad.cpu(), torch.float32, 4 * 81, "gn dx")
+    assert_close(dw.cpu(), wr.grad.cpu(), torch.float32, 4 * 81, "gn dweight")
+
+
+@needs_gpu
+def test_weight_norm_and_fold_match_torch():
+    v, g = torch.randn(64, 3, 3, 3).cuda(), torch.rand(64).cuda() + 0.5
+    w = ng.weight_norm(v, g, 0)
+    want = torch._weight_norm(v.double(), g.double().view(64, 1, 1, 1), 0)
+    assert_close(w.cpu(), want.cpu(), torch.float32, 27, "weight_norm")
+
+
+@needs_gpu
+def test_mixed_norms_refuse_cuda_tensors_clearly():
+    x = torch.randn(2, 4, 3, 3).cuda()
+    with pytest.raises(TypeError, match="CPU tensors only"):
+        ng.batch_instance_norm(x, torch.full((4,), 0.5).cuda(), training=True)
