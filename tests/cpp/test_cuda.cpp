@@ -33,7 +33,17 @@ TensorView fake_cuda(std::vector<int64_t> shape, uintptr_t address = 0x7f0000000
 
 bool device_present(std::string *why) { return normgen::cuda_available(0, why); }
 
+bool built_with_cuda() {
+    for (const auto &k : normgen::kernels())
+        if (!std::strcmp(k.target, "cuda")) return true;
+    return false;
+}
+
+#define SKIP_WITHOUT_CUDA_KERNELS() \
+    if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA kernels (NORMGEN_CUDA_TARGET empty)"
+
 TEST(CudaKernels, EveryKernelListKernelHasACudaTwin) {
+    SKIP_WITHOUT_CUDA_KERNELS();
     std::set<std::tuple<std::string, std::string, std::string, std::string, std::string>> cpu, cuda;
     for (const auto &k : normgen::kernels()) {
         if (*k.schedule || *k.shape) continue;  // tuned kernels are per CPU target
@@ -46,6 +56,7 @@ TEST(CudaKernels, EveryKernelListKernelHasACudaTwin) {
 }
 
 TEST(CudaRuntime, NoDeviceIsAClearErrorAndNothingRuns) {
+    SKIP_WITHOUT_CUDA_KERNELS();
     std::string why;
     if (device_present(&why)) GTEST_SKIP() << "a CUDA device is present; this checks the no-device error";
     TensorView x = fake_cuda({8, 64}), y = fake_cuda({8, 64}, 0x7f0000100000), w = fake_cuda({64}, 0x7f0000200000);
@@ -71,6 +82,7 @@ TEST(CudaRuntime, NoDeviceIsAClearErrorAndNothingRuns) {
 }
 
 TEST(CudaRuntime, TensorsOnAnotherDeviceAreRefusedByName) {
+    SKIP_WITHOUT_CUDA_KERNELS();
     std::vector<float> xs(8 * 64), ys(8 * 64);
     TensorView x = TensorView::contiguous(xs.data(), DType::f32, {8, 64});
     TensorView y = TensorView::contiguous(ys.data(), DType::f32, {8, 64});
@@ -93,6 +105,7 @@ TEST(CudaRuntime, TensorsOnAnotherDeviceAreRefusedByName) {
 }
 
 TEST(CudaRuntime, StridesWithoutAViewAreRefusedNotCopied) {
+    SKIP_WITHOUT_CUDA_KERNELS();
     // (4, 6, 8) with the last two dims transposed: LayerNorm over (6, 8) has no
     // (rows, cols) view; on the CPU it is staged, on CUDA it is refused naming x.
     TensorView x = TensorView::strided(reinterpret_cast<void *>(0x7f0000000000), DType::f32, {4, 6, 8}, {48, 1, 6});

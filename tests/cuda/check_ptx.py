@@ -6,6 +6,7 @@ file carries its PTX as NUL-terminated strings (Halide embeds the NVPTX back end
 output). Checks per kernel:
   * ptxas accepts it for sm_80 and sm_90 (the Ampere PTX the kernels are compiled to,
     JIT-compiled by the driver on Hopper);
+  * every stage runs on the GPU (the host code never copies device data back);
   * no atomics anywhere (every reduction is deterministic: partials, then ordered sums);
   * the schedules' block reductions are there: row norms (a block per row) and the
     channel families' NCHW / strided layouts (a block per reduction unit) synchronize
@@ -63,6 +64,10 @@ def check(k, build, ptxas):
     if not mods:
         return [f"{k['name']}: no PTX in {obj}"]
     problems = []
+    # Every stage runs on the GPU: host code that reads device data back would copy it.
+    undefined = subprocess.run(["nm", "-u", obj], capture_output=True, text=True).stdout
+    if "halide_copy_to_host" in undefined:
+        problems.append(f"{k['name']}: computes a stage on the host (its object copies device data back)")
     text = "\n".join(mods)
     if re.search(r"\batom\.|\bred\.", text):
         problems.append(f"{k['name']}: uses atomics (reductions must be deterministic)")

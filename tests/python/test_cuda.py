@@ -102,6 +102,78 @@ def test_weight_norm_and_fold_match_torch():
     assert_close(w.cpu(), want.cpu(), torch.float32, 27, "weight_norm")
 
 
+def _to(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to(o, device) for o in obj)
+    return obj
+
+
+def _same_on_cuda(fn, *args, tol=1e-4, **kwargs):
+    """fn on CUDA copies of the tensor arguments gives (on the device) what it gives on the
+    CPU (whose kernels the rest of the suite checks against float64 references)."""
+    want = fn(*_to(args, "cpu"), **_to(kwargs, "cpu"))
+    got = fn(*_to(args, "cuda"), **_to(kwargs, "cuda"))
+    want = want if isinstance(want, tuple) else (want,)
+    got = got if isinstance(got, tuple) else (got,)
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        if w is None:
+            assert g is None
+            continue
+        assert g.is_cuda, f"output {i} is not a CUDA tensor"
+        torch.testing.assert_close(g.cpu().double(), w.double(), rtol=tol, atol=tol, msg=f"output {i}")
+
+
+@needs_gpu
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_every_channel_op_forward_and_backward_matches_the_cpu(channels_last):
+    x = torch.randn(4, 16, 6, 5) * 2 + 20
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    dy, r = torch.randn_like(x), torch.randn_like(x)
+    w, b = torch.rand(16) + 0.5, torch.randn(16)
+    rm, rv = torch.zeros(16), torch.ones(16)
+    y, sm, sr = ng.batch_norm_forward(x, rm.clone(), rv.clone(), w, b, training=True)
+    _same_on_cuda(lambda *a: ng.batch_norm_forward(*a, training=True), x, rm.clone(), rv.clone(), w, b)
+    _same_on_cuda(lambda *a: ng.batch_norm_forward(*a, training=False), x, rm, rv, w, b)
+    _same_on_cuda(ng.batch_norm_backward, dy, x, sm, sr, w)
+    _same_on_cuda(lambda *a: ng.batch_norm(*a, training=True, residual=r, activation="relu"), x, rm.clone(),
+                  rv.clone(), w, b)
+    _same_on_cuda(lambda *a: ng.batch_norm_backward(*a, bias=b, residual=r, activation="silu"), dy, x, sm, sr, w)
+    _same_on_cuda(ng.group_norm_forward, x, 4, w, b)
+    y, gm, gr = ng.group_norm_forward(x, 4, w, b)
+    _same_on_cuda(ng.group_norm_backward, dy, x, gm, gr, 4, w)
+    _same_on_cuda(lambda *a: ng.group_norm(*a, activation="gelu"), x, 4, w, b)
+    y, im, ir = ng.instance_norm_forward(x, None, None, w, b)
+    _same_on_cuda(ng.instance_norm_forward, x, None, None, w, b)
+    _same_on_cuda(ng.instance_norm_backward, dy, x, im, ir, w)
+
+
+@needs_gpu
+def test_every_row_and_weight_op_matches_the_cpu():
+    x, r = torch.randn(33, 257) + 5, torch.randn(33, 257)
+    dy, ds = torch.randn_like(x), torch.randn_like(x)
+    w, b = torch.rand(257) + 0.5, torch.randn(257)
+    _same_on_cuda(ng.layer_norm_forward, x, (257,), w, b)
+    y, m, rs = ng.layer_norm_forward(x, (257,), w, b)
+    _same_on_cuda(ng.layer_norm_backward, dy, x, m, rs, (257,), w)
+    _same_on_cuda(ng.rms_norm_forward, x, (257,), w)
+    y, rr = ng.rms_norm_forward(x, (257,), w)
+    _same_on_cuda(ng.rms_norm_backward, dy, x, rr, (257,), w)
+    _same_on_cuda(ng.add_layer_norm_forward, x, r, (257,), w, b)
+    y, s, m, rs = ng.add_layer_norm_forward(x, r, (257,), w, b)
+    _same_on_cuda(ng.add_layer_norm_backward, dy, ds, s, m, rs, (257,), w)
+    _same_on_cuda(ng.add_rms_norm_forward, x, r, (257,), w)
+    v, g = torch.randn(32, 8, 3, 3), torch.rand(32) + 0.5
+    _same_on_cuda(ng.weight_norm_forward, v, g, 0)
+    wn, norm = ng.weight_norm_forward(v, g, 0)
+    _same_on_cuda(ng.weight_norm_backward, torch.randn_like(v), v, norm, g, 0)
+    _same_on_cuda(ng.fold_batch_norm, v, torch.randn(32), torch.randn(32), torch.rand(32) + 0.5,
+                  torch.rand(32), torch.randn(32))
+
+
 @needs_gpu
 def test_mixed_norms_refuse_cuda_tensors_clearly():
     x = torch.randn(2, 4, 3, 3).cuda()

@@ -44,6 +44,7 @@ void each_float(Buffer<> &b, F f) {
 std::vector<double> values_of(const Buffer<> &b) {
     std::vector<double> out;
     Buffer<> c = b;
+    c.copy_to_host();  // (GPU outputs: from the device)
     each_float(c, [&](float v) {
         out.push_back(v);
         return v;
@@ -196,6 +197,7 @@ Instance JitWorkload::instantiate(const std::string &knobs) {
             target_, AutoschedulerParams(as_name, {{"parallelism", threads ? threads : "1"}}));
     }
     inst.pipeline.compile_jit(target_);
+    inst.gpu = target_.has_gpu_feature();
     inst.compile_seconds = now() - t0;
     return inst;
 }

@@ -19,7 +19,12 @@ struct Instance {
     Halide::Pipeline pipeline;
     std::vector<Halide::Buffer<>> outputs;
     double compile_seconds = 0;
-    void run() { pipeline.realize(Halide::Realization(outputs)); }
+    bool gpu = false;  // a GPU pipeline: outputs stay on the device; a run ends when its kernels do
+    void run() {
+        pipeline.realize(Halide::Realization(outputs));
+        if (gpu)
+            for (Halide::Buffer<> &o : outputs) o.device_sync();
+    }
 };
 
 class JitWorkload {

@@ -246,7 +246,7 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
                   const std::string &machine) {
     Workload w = Workload::parse(descriptor);
     const std::string wl = w.descriptor(), tgt = target.to_string(), commit = normgen_commit();
-    std::vector<KnobSpec> space = w.knob_space();
+    std::vector<KnobSpec> space = w.knob_space(target);
     JitWorkload jw(w, target);
     Instance def = jw.instantiate("");
     def.run();
@@ -308,7 +308,7 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
             }
             idx[d] = cur;
         }
-        if (!rejected(space, idx, target.natural_vector_size<float>()).empty()) continue;  // never compiled
+        if (!rejected(space, idx, target).empty()) continue;  // never compiled
         const std::string knobs = knob_string(space, idx);
         index_of.emplace(knobs, idx);
         std::optional<Trial> t = evaluate(knobs);

@@ -1,6 +1,7 @@
 #include "workload.h"
 
 #include "params/channel_norm_params.h"
+#include "params/gpu_params.h"
 #include "params/row_norm_params.h"
 
 #include <fstream>
@@ -171,15 +172,24 @@ std::string Workload::kernel_list_line(const std::string &knobs) const {
     return s + " shape=" + dispatch_shape();
 }
 
-std::vector<KnobSpec> Workload::knob_space() const {
+std::vector<KnobSpec> Workload::knob_space(const Halide::Target &target) const {
+    if (target.has_gpu_feature()) return space_of(sched::GpuParams::knobs);
     return row_family ? space_of(sched::RowNormCpuParams::knobs) : space_of(sched::ChannelNormCpuParams::knobs);
 }
 
-std::string rejected(const std::vector<KnobSpec> &space, const std::vector<int> &index, int natural_lanes) {
+std::string rejected(const std::vector<KnobSpec> &space, const std::vector<int> &index, const Halide::Target &target) {
     // The defaults of the knobs left at -1 come from the family's struct.
-    std::map<std::string, int> v = {{"vector_lanes", 0}, {"accumulators", 2}, {"out_unroll", 1}, {"partial_tile", 32}};
+    const sched::GpuParams g;
+    std::map<std::string, int> v = {{"vector_lanes", 0}, {"accumulators", 2}, {"out_unroll", 1}, {"partial_tile", 32},
+                                    {"threads", g.threads}, {"tile_x", g.tile_x}};
     for (size_t i = 0; i < space.size() && i < index.size(); i++)
         if (index[i] >= 0) v[space[i].name] = space[i].values[index[i]];
+    if (target.has_gpu_feature()) {
+        if (v["threads"] % 32) return "threads not a multiple of the warp (32)";
+        if (v["tile_x"] > v["threads"] || v["threads"] % v["tile_x"]) return "tile_x does not divide threads";
+        return "";
+    }
+    const int natural_lanes = target.natural_vector_size<float>();
     const int lanes = v["vector_lanes"] > 0 ? v["vector_lanes"] : natural_lanes;
     if (lanes * v["accumulators"] > 64) return "vector_lanes x accumulators > 64";
     if (lanes * v["out_unroll"] > 64) return "vector_lanes x out_unroll > 64";

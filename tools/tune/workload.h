@@ -3,6 +3,8 @@
 // schedule-knob space the tuner searches for it.
 #pragma once
 
+#include "Halide.h"
+
 #include <cstdint>
 #include <map>
 #include <random>
@@ -47,15 +49,17 @@ struct Workload {
     // A kernel-list line (schedules/tuned/ grammar) building this workload with `knobs`.
     std::string kernel_list_line(const std::string &knobs) const;
 
-    // The knobs of this family's parameter struct, each with its searched values.
-    std::vector<KnobSpec> knob_space() const;
+    // The knobs of this family's parameter struct for `target` (GPU targets: the CUDA
+    // schedules' GpuParams), each with its searched values.
+    std::vector<KnobSpec> knob_space(const Halide::Target &target) const;
 };
 
 // Whether a point of the knob space is worth compiling: combinations whose unrolled
 // vector code explodes (lanes x accumulators or lanes x unroll beyond 64 float32 values,
 // partial tiles beyond 1024) are rejected up front; `natural_lanes` stands for
-// vector_lanes=0. Returns the reason when rejected.
-std::string rejected(const std::vector<KnobSpec> &space, const std::vector<int> &index, int natural_lanes);
+// vector_lanes=0. GPU knobs: thread counts that do not tile a block (tile_x must divide
+// threads, threads a multiple of the warp). Returns the reason when rejected.
+std::string rejected(const std::vector<KnobSpec> &space, const std::vector<int> &index, const Halide::Target &target);
 
 // Knob strings: "k:v,k:v" in the knob space's order (empty: the defaults).
 std::string knob_string(const std::vector<KnobSpec> &space, const std::vector<int> &index);
