@@ -1,6 +1,6 @@
 # Cross-compiling normgen for 64-bit ARM Linux with Debian's cross toolchain
 # (g++-aarch64-linux-gnu); programs run under qemu-user (qemu-aarch64) with the cross
-# sysroot. The Halide generators come from a host build (normgen-halide_generators_ROOT).
+# sysroot. The Halide generators come from a host build (NORMGEN_HOST_GENERATORS).
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
 set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)

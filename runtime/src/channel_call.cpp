@@ -57,7 +57,7 @@ void ChannelCall::bind_tensor(const TensorView &t, const char *arg, bool output)
     Bound &b = new_bound(arg, 1);
     View3D v;
     if (!collapse_3d(t, &v)) {
-        void *p = output ? staging_.alloc(t) : staging_.gather(t);
+        void *p = output || t.device == Device::cuda ? staging_.alloc(t) : staging_.gather(t);  // (CUDA: refused at run)
         if (output) {
             b.out_view = &t;
             b.stage = p;
@@ -68,7 +68,7 @@ void ChannelCall::bind_tensor(const TensorView &t, const char *arg, bool output)
     // trivial), NCHW when spatial is; every bound tensor must agree, else strided.
     const int unit = (v.c_stride == 1 && (v.spatial == 1 || v.s_stride != 1)) ? 1 : (v.s_stride == 1 ? 0 : -1);
     unit_dim_ = unit_dim_ == -2 || unit_dim_ == unit ? unit : -1;
-    note_device(b, t, v.data);
+    note_device(b, t, v.data, false);
     if (groups_) b.hb.init_4d(v, groups_);
     else b.hb.init_3d(v);
     args_.buffer(arg, b.hb.get());
@@ -87,7 +87,7 @@ void ChannelCall::bind_channel(const TensorView &t, const char *arg, bool output
         stride = 1;
     }
     if (stride != 1) params_unit_ = false;
-    note_device(b, t, data);
+    note_device(b, t, data, true);
     if (groups_) b.hb.init_2d(View2D{data, t.dtype, channels_ / groups_, stride, groups_, stride * (channels_ / groups_)});
     else b.hb.init_1d(data, t.dtype, channels_, stride);
     args_.buffer(arg, b.hb.get());
@@ -137,7 +137,7 @@ float *ChannelCall::bind_stat_2d(const TensorView *t, const char *arg, int64_t d
             b.stage = data;
         }
     }
-    if (t) note_device(b, *t, data);
+    if (t) note_device(b, *t, data, true);
     b.hb.init_2d(View2D{data, DType::f32, d0, 1, d1, d0});
     args_.buffer(arg, b.hb.get());
     return data;
@@ -252,7 +252,7 @@ void *ChannelCall::bind_vector(const TensorView *t, const char *arg, int64_t ext
     } else {
         data = views_.emplace_back(staging_.constant(dtype, {extent}, 0.0f)).data;
     }
-    if (t) note_device(b, *t, data);
+    if (t) note_device(b, *t, data, true);
     b.hb.init_1d(data, t ? t->dtype : dtype, extent, 1);
     args_.buffer(arg, b.hb.get());
     return data;
@@ -295,24 +295,12 @@ Status ChannelCall::run(const char *op, const char *dir, const std::string &vari
     Status s = run_kernel(*k, args_, x_.device_index);
     if (cuda) detach_device_buffers(bufs);
     if (!s.ok()) return s;
-    for (const Bound &b : bound_) {
-        if (!b.out_view) continue;
-        if (b.out_view->device == Device::cuda) {  // a statistics scratch (see bind_channel_stat)
-            int64_t extent, stride;
-            collapse_1d(*b.out_view, &extent, &stride);
-            TensorView dst = *b.out_view;
-            dst.rank = 1;
-            dst.shape[0] = extent;
-            dst.strides[0] = stride;
-            if (!(s = copy_tensor(dst, TensorView::contiguous(b.stage, DType::f32, {extent}))).ok()) return s;
-        } else {
-            Staging::scatter(b.stage, *b.out_view);
-        }
-    }
+    for (const Bound &b : bound_)  // staged outputs (CUDA ones through a host copy)
+        if (b.out_view && !(s = Staging::scatter(b.stage, *b.out_view)).ok()) return s;
     return s;
 }
 
-void ChannelCall::note_device(Bound &b, const TensorView &t, const void *data) {
+void ChannelCall::note_device(Bound &b, const TensorView &t, const void *data, bool may_stage) {
     // A CPU call must not see device memory. A CUDA call takes host memory (the
     // runtime's identities and scratch) through Halide's copies.
     if (t.device == Device::cuda && !same_device(t, x_)) {
@@ -321,7 +309,7 @@ void ChannelCall::note_device(Bound &b, const TensorView &t, const void *data) {
     }
     if (t.device != Device::cuda) return;
     b.on_device = data == t.data;
-    if (!b.on_device && device_problem_.empty()) device_problem_ = b.arg;
+    if (!b.on_device && !may_stage && device_problem_.empty()) device_problem_ = b.arg;
 }
 
 float &element(const TensorView &t, int64_t i) {

@@ -85,8 +85,9 @@ private:
         bool on_device = false;  // the caller's CUDA memory
     };
     Bound &new_bound(const char *arg, int channel_dim);
-    // A tensor of a CUDA call bound at `data` (its own memory unless staged).
-    void note_device(Bound &b, const TensorView &t, const void *data);
+    // A tensor of a CUDA call bound at `data` (its own memory unless staged; staging a
+    // CUDA tensor is refused unless `may_stage`: small parameters and statistics).
+    void note_device(Bound &b, const TensorView &t, const void *data, bool may_stage);
     std::string device_problem_;  // a CUDA tensor that would need a host copy
     std::string mismatch_;        // a tensor on another device than x
     const TensorView &x_;

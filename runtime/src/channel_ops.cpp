@@ -50,9 +50,7 @@ public:
         return type_error(std::string(name) + " is a CUDA tensor whose dims before and after `dim` have no single "
                           "stride each; make it contiguous");
     }
-    void finish() const {
-        if (stage_) Staging::scatter(stage_, orig_);
-    }
+    [[nodiscard]] Status finish() const { return stage_ ? Staging::scatter(stage_, orig_) : Status::OK(); }
 
 private:
     bool make(const TensorView &t, std::optional<int> dim) {
@@ -129,8 +127,7 @@ Status weight_norm_forward(const TensorView &v, const TensorView &g, std::option
     call.bind_channel(g, "g", false);
     call.bind_channel_stat(norm, "norm");
     if (!(s = call.run("weight_norm", "fwd", "")).ok()) return s;
-    wv.finish();
-    return s;
+    return wv.finish();
 }
 
 Status weight_norm_backward(const TensorView &dw, const TensorView &v, const TensorView &norm, const TensorView &g,
@@ -166,8 +163,7 @@ Status weight_norm_backward(const TensorView &dw, const TensorView &v, const Ten
     call.bind_channel(g, "g", false);
     call.bind_channel(dg, "dg", true);
     if (!(s = call.run("weight_norm", "bwd", "")).ok()) return s;
-    dvv.finish();
-    return s;
+    return dvv.finish();
 }
 
 Status fold_batch_norm(const TensorView &w, const TensorView *b, const TensorView &running_mean,
@@ -205,8 +201,7 @@ Status fold_batch_norm(const TensorView &w, const TensorView *b, const TensorVie
     call.bind_channel(b_out, "b_folded", true);
     call.bind_scalar("eps", static_cast<float>(eps));
     if (!(s = call.run("fold_batch_norm", "fwd", "")).ok()) return s;
-    wov.finish();
-    return s;
+    return wov.finish();
 }
 
 // ---- scalers -------------------------------------------------------------------------

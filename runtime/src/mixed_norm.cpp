@@ -2,8 +2,10 @@
 // saved statistics packed for the backward, and the BN part's running statistics
 // (updated here, as BatchNorm's, so kernels never write inputs).
 #include "channel_call.h"
+#include "cuda_device.h"
 
 #include <cmath>
+#include <functional>
 #include <vector>
 
 namespace normgen {
@@ -28,26 +30,46 @@ Status check_logits(const TensorView *t, const char *name, DType dtype) {
     return check_same_shape(*t, name, {3}, "3 logits (IN, LN, BN)");
 }
 
+// A view into t's memory, on t's device.
+TensorView part_of(const TensorView &t, void *data, std::vector<int64_t> shape, std::vector<int64_t> strides) {
+    TensorView v = TensorView::strided(data, DType::f32, shape, strides);
+    v.device = t.device;
+    v.device_index = t.device_index;
+    return v;
+}
 // Row `row` of a packed 2-D float32 tensor, columns [0, cols), as a view.
 TensorView packed_row(const TensorView &t, int64_t row, int64_t cols) {
-    return TensorView::strided(static_cast<float *>(t.data) + row * t.strides[0], DType::f32, {cols},
-                               {t.strides[1]});
+    return part_of(t, static_cast<float *>(t.data) + row * t.strides[0], {cols}, {t.strides[1]});
 }
 // Column `col`, rows [0, rows).
 TensorView packed_col(const TensorView &t, int64_t col, int64_t rows) {
-    return TensorView::strided(static_cast<float *>(t.data) + col * t.strides[1], DType::f32, {rows},
-                               {t.strides[0]});
+    return part_of(t, static_cast<float *>(t.data) + col * t.strides[1], {rows}, {t.strides[0]});
 }
 // The leading (rows, cols) block.
 TensorView packed_block(const TensorView &t, int64_t rows, int64_t cols) {
-    return TensorView::strided(t.data, DType::f32, {rows, cols}, {t.strides[0], t.strides[1]});
+    return part_of(t, t.data, {rows, cols}, {t.strides[0], t.strides[1]});
 }
 
-// Copy a row-major (rows, cols) float32 array into the block of t at (r0, c0).
-void store_block(const TensorView *t, const float *src, int64_t rows, int64_t cols, int64_t r0 = 0, int64_t c0 = 0) {
-    if (!t) return;
+// Copy a row-major (rows, cols) float32 array into the block of the host view h at (r0, c0).
+void store_block(const TensorView &h, const float *src, int64_t rows, int64_t cols, int64_t r0 = 0, int64_t c0 = 0) {
     for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++) element(*t, r0 + i, c0 + j) = src[i * cols + j];
+        for (int64_t j = 0; j < cols; j++) element(h, r0 + i, c0 + j) = src[i * cols + j];
+}
+
+// Fill a packed saved-statistics tensor (CPU, or CUDA through a host copy) with `fill`,
+// which gets a host view of it.
+Status pack(const TensorView *t, const std::function<void(const TensorView &)> &fill) {
+    if (!t) return Status::OK();
+    return with_host_view(*t, [&](const TensorView &h) {
+        fill(h);
+        return Status::OK();
+    });
+}
+
+// A per-channel float32 tensor (CPU or CUDA) as a host vector.
+Status host_vector(const TensorView &t, std::vector<float> *out) {
+    out->assign(static_cast<size_t>(t.numel()), 0.0f);
+    return copy_tensor(contiguous_like(t, out->data()), t);
 }
 
 // The BN part's arguments: its batch statistics as `n_stats` per-channel outputs
@@ -94,29 +116,6 @@ Status check_forward_overlap(bool updating, const TensorView *running_mean, cons
 
 const char *flag(bool b) { return b ? "1" : "0"; }
 
-// The saved statistics of these ops are packed into (N + 1, C)-like arrays by host
-// code, which cannot reach CUDA memory: their CUDA kernels are built (and their PTX
-// checked) but the runtime takes CPU tensors only, for now.
-Status packing_on_host(const TensorView &x, const char *op) {
-    if (x.device != Device::cuda) return Status::OK();
-    return type_error(std::string(op) + ": x is a CUDA tensor; this op packs its saved statistics on the host and "
-                                        "takes CPU tensors only");
-}
-
-// After a training forward: the BN part's statistics (two per channel, e.g. mean and
-// rstd) into row N of the saved arrays, and the running statistics' update from its
-// mean and biased variance.
-void finish_bn_part(const ChannelCall &call, const TensorView *save0, const TensorView *save1, const float *s0,
-                    const float *s1, const float *mean, const float *var, const TensorView *running_mean,
-                    const TensorView *running_var, std::optional<double> momentum, int64_t *num_batches_tracked) {
-    const int64_t N = call.batch(), C = call.channels();
-    store_block(save0, s0, 1, C, N);
-    store_block(save1, s1, 1, C, N);
-    if (running_mean)
-        (void)update_running_stats(*running_mean, *running_var, mean, var, N * call.spatial(), momentum,
-                                   num_batches_tracked);  // CPU tensors only (see the CUDA check)
-}
-
 }  // namespace
 
 Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, const TensorView *weight,
@@ -124,7 +123,6 @@ Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, c
                                    const TensorView *running_var, bool training, std::optional<double> momentum,
                                    double eps, const TensorView &y, const TensorView *save_mean,
                                    const TensorView *save_rstd, int64_t *num_batches_tracked) {
-    if (Status s = packing_on_host(x, "batch_instance_norm_forward"); !s.ok()) return s;
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = call.check_per_channel(&rho, "rho", false)).ok() ||
@@ -141,13 +139,15 @@ Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, c
                               {{&y, "y"}, {save_mean, "save_mean"}, {save_rstd, "save_rstd"}},
                               {{&x, "x"}, {&rho, "rho"}, {weight, "weight"}, {bias, "bias"}});
     if (!s.ok()) return s;
-    if (!training) {  // the BN part's saved statistics are the running ones
-        for (int64_t c = 0; c < C; c++) {
-            if (save_mean) element(*save_mean, N, c) = element(*running_mean, c);
-            if (save_rstd)
-                element(*save_rstd, N, c) = static_cast<float>(1.0 / std::sqrt(double(element(*running_var, c)) + eps));
+    std::vector<float> run_mean, run_rstd;  // inference: the BN part's saved statistics are the running ones
+    if (!training) {
+        if (!(s = host_vector(*running_mean, &run_mean)).ok() || !(s = host_vector(*running_var, &run_rstd)).ok())
+            return s;
+        for (float &v : run_rstd) v = static_cast<float>(1.0 / std::sqrt(double(v) + eps));
+        if (N * call.spatial() == 0) {
+            s = pack(save_mean, [&](const TensorView &h) { store_block(h, run_mean.data(), 1, C, N); });
+            return s.ok() ? pack(save_rstd, [&](const TensorView &h) { store_block(h, run_rstd.data(), 1, C, N); }) : s;
         }
-        if (N * call.spatial() == 0) return Status::OK();
     }
     call.bind_tensor(x, "x", false);
     call.bind_tensor(y, "y", true);
@@ -160,11 +160,19 @@ Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, c
     float *bn_mean = bn[0], *bn_rstd = bn[1], *bn_var = bn[2];
     s = call.run("batch_instance_norm", "fwd", std::string("training=") + flag(training));
     if (!s.ok()) return s;
-    store_block(save_mean, in_mean, N, C);
-    store_block(save_rstd, in_rstd, N, C);
-    if (training)
-        finish_bn_part(call, save_mean, save_rstd, bn_mean, bn_rstd, bn_mean, bn_var, running_mean, running_var,
-                       momentum, num_batches_tracked);
+    const float *row_mean = training ? bn_mean : run_mean.data(), *row_rstd = training ? bn_rstd : run_rstd.data();
+    s = pack(save_mean, [&](const TensorView &h) {
+        store_block(h, in_mean, N, C);
+        store_block(h, row_mean, 1, C, N);
+    });
+    if (s.ok())
+        s = pack(save_rstd, [&](const TensorView &h) {
+            store_block(h, in_rstd, N, C);
+            store_block(h, row_rstd, 1, C, N);
+        });
+    if (s.ok() && training && running_mean)
+        s = update_running_stats(*running_mean, *running_var, bn_mean, bn_var, N * call.spatial(), momentum,
+                                 num_batches_tracked);
     return s;
 }
 
@@ -172,7 +180,6 @@ Status batch_instance_norm_backward(const TensorView &dy, const TensorView &x, c
                                     const TensorView &save_rstd, const TensorView &rho, const TensorView *weight,
                                     bool training, const TensorView &dx, const TensorView *drho,
                                     const TensorView *dweight, const TensorView *dbias) {
-    if (Status s = packing_on_host(x, "batch_instance_norm_backward"); !s.ok()) return s;
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = call.check_like_x(dy, "dy")).ok() ||
@@ -220,7 +227,6 @@ Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weigh
                                double eps, const TensorView &y, const TensorView *save_mean,
                                const TensorView *save_var, const TensorView *save_rstd,
                                int64_t *num_batches_tracked) {
-    if (Status s = packing_on_host(x, "switchable_norm_forward"); !s.ok()) return s;
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = check_logits(&mean_weight, "mean_weight", x.dtype)).ok() ||
@@ -240,15 +246,20 @@ Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weigh
                               {{&x, "x"}, {&mean_weight, "mean_weight"}, {&var_weight, "var_weight"},
                                {weight, "weight"}, {bias, "bias"}});
     if (!s.ok()) return s;
-    for (const TensorView *t : {save_mean, save_var})
-        if (t) element(*t, N, C) = 0.0f;
-    if (!training) {
-        for (int64_t c = 0; c < C; c++) {
-            if (save_mean) element(*save_mean, N, c) = element(*running_mean, c);
-            if (save_var) element(*save_var, N, c) = element(*running_var, c);
-        }
+    std::vector<float> run_mean, run_var;  // inference: the BN part's saved statistics are the running ones
+    if (!training &&
+        (!(s = host_vector(*running_mean, &run_mean)).ok() || !(s = host_vector(*running_var, &run_var)).ok()))
+        return s;
+    // The last row (the BN part; null: left for the kernel's) and its corner (0).
+    auto bn_row = [&](const TensorView &h, const float *row) {
+        element(h, N, C) = 0.0f;
+        if (row) store_block(h, row, 1, C, N);
+    };
+    if (N * call.spatial() == 0) {
+        s = pack(save_mean, [&](const TensorView &h) { bn_row(h, training ? nullptr : run_mean.data()); });
+        return s.ok() ? pack(save_var, [&](const TensorView &h) { bn_row(h, training ? nullptr : run_var.data()); })
+                      : s;
     }
-    if (N * call.spatial() == 0) return Status::OK();
     call.bind_tensor(x, "x", false);
     call.bind_tensor(y, "y", true);
     call.bind_vector(&mean_weight, "mean_weight", 3, x.dtype, false);
@@ -264,16 +275,20 @@ Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weigh
     float *bn_mean = bn[0], *bn_var = bn[1];
     s = call.run("switchable_norm", "fwd", std::string("training=") + flag(training));
     if (!s.ok()) return s;
-    store_block(save_mean, in_mean, N, C);
-    store_block(save_var, in_var, N, C);
-    store_block(save_rstd, rstd, N, C);
-    for (int64_t n = 0; n < N; n++) {
-        if (save_mean) element(*save_mean, n, C) = ln_mean[n];
-        if (save_var) element(*save_var, n, C) = ln_var[n];
-    }
-    if (training)
-        finish_bn_part(call, save_mean, save_var, bn_mean, bn_var, bn_mean, bn_var, running_mean, running_var,
-                       momentum, num_batches_tracked);
+    // IN statistics in the (N, C) block, LN per sample in the last column, BN in the last row.
+    auto fill_packed = [&](const float *in, const float *ln, const float *bn) {
+        return [=, &bn_row](const TensorView &h) {
+            store_block(h, in, N, C);
+            store_block(h, ln, N, 1, 0, C);
+            bn_row(h, bn);
+        };
+    };
+    s = pack(save_mean, fill_packed(in_mean, ln_mean, training ? bn_mean : run_mean.data()));
+    if (s.ok()) s = pack(save_var, fill_packed(in_var, ln_var, training ? bn_var : run_var.data()));
+    if (s.ok()) s = pack(save_rstd, [&](const TensorView &h) { store_block(h, rstd, N, C); });
+    if (s.ok() && training && running_mean)
+        s = update_running_stats(*running_mean, *running_var, bn_mean, bn_var, N * call.spatial(), momentum,
+                                 num_batches_tracked);
     return s;
 }
 
@@ -283,7 +298,6 @@ Status switchable_norm_backward(const TensorView &dy, const TensorView &x, const
                                 const TensorView *weight, bool training, const TensorView &dx,
                                 const TensorView *dmean_weight, const TensorView *dvar_weight,
                                 const TensorView *dweight, const TensorView *dbias) {
-    if (Status s = packing_on_host(x, "switchable_norm_backward"); !s.ok()) return s;
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = call.check_like_x(dy, "dy")).ok() ||

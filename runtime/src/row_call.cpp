@@ -59,7 +59,7 @@ void RowCall::bind_rows(const TensorView &t, const char *arg, bool output) {
     const int split = t.rank - static_cast<int>(normalized_shape_.size());
     if (!collapse_2d(t, split, &v)) {
         // No 2-D view: run on a contiguous copy (the rare, slow path).
-        void *p = output ? staging_.alloc(t) : staging_.gather(t);
+        void *p = output || t.device == Device::cuda ? staging_.alloc(t) : staging_.gather(t);  // (CUDA: refused at run)
         if (output) {
             b.out_view = &t;
             b.stage = p;
@@ -67,7 +67,7 @@ void RowCall::bind_rows(const TensorView &t, const char *arg, bool output) {
         v = View2D{p, t.dtype, cols_, 1, rows_, cols_};
     }
     if (v.col_stride != 1) unit_stride_ = false;
-    note_device(b, t, v.data, arg);
+    note_device(b, t, v.data, arg, false);
     b.hb.init_2d(v);
     args_.buffer(arg, b.hb.get());
 }
@@ -86,7 +86,7 @@ void RowCall::bind_param(const TensorView &t, const char *arg, bool output) {
         stride = 1;
     }
     if (stride != 1) unit_stride_ = false;
-    note_device(b, t, data, arg);
+    note_device(b, t, data, arg, true);
     b.hb.init_1d(data, t.dtype, extent, stride);
     args_.buffer(arg, b.hb.get());
 }
@@ -117,7 +117,7 @@ void RowCall::bind_stat(const TensorView *t, const char *arg, bool output) {
         }
         stride = 1;
     }
-    if (t) note_device(b, *t, data, arg);
+    if (t) note_device(b, *t, data, arg, true);
     b.hb.init_1d(data, DType::f32, rows_, stride);
     args_.buffer(arg, b.hb.get());
 }
@@ -131,7 +131,7 @@ void RowCall::bind_scalar(const char *arg, float v) {
     args_.scalar(arg, &scalars_.back());
 }
 
-void RowCall::note_device(Bound &b, const TensorView &t, const void *data, const char *arg) {
+void RowCall::note_device(Bound &b, const TensorView &t, const void *data, const char *arg, bool may_stage) {
     // A CPU call must not see device memory. A CUDA call takes host memory (the
     // runtime's identities and scratch) through Halide's copies.
     if (t.device == Device::cuda && !same_device(t, x_)) {
@@ -140,7 +140,7 @@ void RowCall::note_device(Bound &b, const TensorView &t, const void *data, const
     }
     if (t.device != Device::cuda) return;
     b.on_device = data == t.data;
-    if (!b.on_device && device_problem_.empty()) device_problem_ = arg;
+    if (!b.on_device && !may_stage && device_problem_.empty()) device_problem_ = arg;
 }
 
 Status RowCall::run(const char *op, const char *dir, const std::string &variant) {
@@ -152,7 +152,7 @@ Status RowCall::run(const char *op, const char *dir, const std::string &variant)
         Status s = dispatch(req, args_);
         if (!s.ok()) return s;
         for (const Bound &b : bound_)
-            if (b.out_view) Staging::scatter(b.stage, *b.out_view);
+            if (b.out_view && !(s = Staging::scatter(b.stage, *b.out_view)).ok()) return s;
         return s;
     }
     if (!device_problem_.empty())
@@ -166,7 +166,7 @@ Status RowCall::run(const char *op, const char *dir, const std::string &variant)
     detach_device_buffers(bufs);
     if (!s.ok()) return s;
     for (const Bound &b : bound_)
-        if (b.out_view) Staging::scatter(b.stage, *b.out_view);
+        if (b.out_view && !(s = Staging::scatter(b.stage, *b.out_view)).ok()) return s;
     return s;
 }
 

@@ -50,8 +50,9 @@ private:
         void *stage = nullptr;
         bool on_device = false;                // the caller's CUDA memory
     };
-    // A tensor of a CUDA call bound at `data` (its own memory unless staged).
-    void note_device(Bound &b, const TensorView &t, const void *data, const char *arg);
+    // A tensor of a CUDA call bound at `data` (its own memory unless staged; staging a
+    // CUDA tensor is refused unless `may_stage`: small parameters and statistics).
+    void note_device(Bound &b, const TensorView &t, const void *data, const char *arg, bool may_stage);
     std::string device_problem_;  // a CUDA tensor that would need a host copy
     std::string mismatch_;        // a tensor on another device than x
     Bound &next() { return bound_.emplace_back(); }

@@ -78,12 +78,13 @@ Status check_index_range(const char *name, std::initializer_list<int64_t> values
 // A contiguous copy of a tensor that has no 2-D view (arbitrary strides).
 class Staging {
 public:
-    // Gather `t` into contiguous memory (inputs) or just allocate (outputs). A CUDA
-    // tensor is never read here (host code cannot): its calls refuse staged tensors.
+    // Gather `t` into contiguous memory (inputs) or just allocate (outputs). CUDA
+    // tensors come through a host copy: the calls stage only small ones (statistics,
+    // parameters) and refuse to stage data tensors.
     void *gather(const TensorView &t);
     void *alloc(const TensorView &t);
     // Scatter the contiguous copy back into `t` (outputs).
-    static void scatter(const void *src, const TensorView &t);
+    [[nodiscard]] static Status scatter(const void *src, const TensorView &t);
     // A contiguous tensor filled with `value` (0 or 1: exact in every storage dtype),
     // e.g. an identity parameter the caller left out.
     TensorView constant(DType dtype, const std::vector<int64_t> &shape, float value);

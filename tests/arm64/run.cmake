@@ -15,7 +15,7 @@ if (NOT EXISTS "${WORK_DIR}/CMakeCache.txt")
         -DCMAKE_BUILD_TYPE=Release
         -DCMAKE_TOOLCHAIN_FILE=${SOURCE_DIR}/cmake/toolchains/aarch64-linux-gnu.cmake
         -DHalide_DIR=${HALIDE_DIR}
-        -Dnormgen-halide_generators_ROOT=${HOST_BUILD_DIR}/cmake
+        -DNORMGEN_HOST_GENERATORS=${HOST_BUILD_DIR}/normgen_generators
         "-DNORMGEN_CPU_TARGETS=arm-64-linux-user_context-large_buffers"
         -DNORMGEN_CUDA_TARGET=
         -DNORMGEN_TUNED_TABLE=)

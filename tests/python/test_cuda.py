@@ -175,7 +175,18 @@ def test_every_row_and_weight_op_matches_the_cpu():
 
 
 @needs_gpu
-def test_mixed_norms_refuse_cuda_tensors_clearly():
-    x = torch.randn(2, 4, 3, 3).cuda()
-    with pytest.raises(TypeError, match="CPU tensors only"):
-        ng.batch_instance_norm(x, torch.full((4,), 0.5).cuda(), training=True)
+@pytest.mark.parametrize("training", [True, False])
+def test_mixed_norms_forward_and_backward_match_the_cpu(training):
+    x = torch.randn(4, 8, 5, 5) * 3 + 7
+    dy = torch.randn_like(x)
+    rho, w, b = torch.rand(8), torch.rand(8) + 0.5, torch.randn(8)
+    rm, rv = torch.randn(8), torch.rand(8) + 0.5
+    _same_on_cuda(lambda *a: ng.batch_instance_norm_forward(*a, training=training), x, rho, w, b, rm.clone(),
+                  rv.clone())
+    y, sm, sr = ng.batch_instance_norm_forward(x, rho, w, b, rm.clone(), rv.clone(), training=training)
+    _same_on_cuda(ng.batch_instance_norm_backward, dy, x, sm, sr, rho, w)
+    lm, lv = torch.randn(3), torch.randn(3)
+    _same_on_cuda(lambda *a: ng.switchable_norm_forward(*a, training=training), x, lm, lv, w, b, rm.clone(),
+                  rv.clone())
+    y, sm, sv, sr = ng.switchable_norm_forward(x, lm, lv, w, b, rm.clone(), rv.clone(), training=training)
+    _same_on_cuda(ng.switchable_norm_backward, dy, x, sm, sv, sr, lm, lv, w)

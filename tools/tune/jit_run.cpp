@@ -133,6 +133,7 @@ Buffer<> JitWorkload::make_buffer(const std::string &name, const Type &t, int di
         if (name == "rho") return ud(rng);
         return nd(rng);
     });
+    b.set_host_dirty();  // GPU pipelines copy it to the device on first use
     return b;
 }
 
@@ -222,6 +223,25 @@ double JitWorkload::max_rel_diff(const Instance &a, const Instance &b) {
         worst = std::max(worst, diff / scale);
     }
     return worst;
+}
+
+std::string JitWorkload::first_difference(const Instance &a, const Instance &b, double tolerance) {
+    std::string all;
+    for (size_t k = 0; k < a.outputs.size() && k < b.outputs.size(); k++) {
+        std::vector<double> va = values_of(a.outputs[k]), vb = values_of(b.outputs[k]);
+        double scale = 1;
+        for (double v : vb) scale = std::max(scale, std::fabs(v));
+        for (size_t i = 0; i < vb.size(); i++) {
+            const double d = std::fabs(va[i] - vb[i]);
+            if (std::isnan(d) || d / scale > tolerance) {
+                all += (all.empty() ? "" : "; ") + std::string("output ") + std::to_string(k) + " element " +
+                       std::to_string(i) + " of " + std::to_string(vb.size()) + ": " + std::to_string(va[i]) + " vs " +
+                       std::to_string(vb[i]);
+                break;
+            }
+        }
+    }
+    return all;
 }
 
 double median(std::vector<double> v) {

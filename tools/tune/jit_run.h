@@ -36,6 +36,9 @@ public:
     size_t bytes(const Instance &i) const;
     // max |a - b| / max(1, max |b|) over every output element (b: the reference).
     static double max_rel_diff(const Instance &a, const Instance &b);
+    // Where each output of a first differs from b's by more than `tolerance` (relative,
+    // as max_rel_diff): output, flat index, both values; "" if nowhere.
+    static std::string first_difference(const Instance &a, const Instance &b, double tolerance);
     const Workload &workload() const { return w_; }
 
 private:

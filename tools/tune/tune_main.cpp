@@ -4,6 +4,8 @@
 //                      [--seed S] [--rounds R] [--repeats K] [--resume] [--autoschedulers A,B,...]
 //                      [--autoscheduler-timeout SECONDS]
 //   normgen-tune time  <workload> [--threads T] [knobs...]   time knob strings side by side
+//   normgen-tune gpucheck (--workload D | --suite FILE)... [--target host-opencl] [--tolerance E]
+//                      [--schedule KNOBS]  the GPU schedules on another GPU API vs the CPU ones
 //   normgen-tune best  --db FILE                              the winners, one line each
 //   normgen-tune report --db FILE                             default vs tuned vs autoschedulers
 //   normgen-tune merge --db OUT IN...                         add IN's trials to OUT
@@ -510,6 +512,60 @@ int cmd_time(int argc, char **argv) {
     return 0;
 }
 
+// `gpucheck`: the GPU schedules (schedules/cuda/, chosen for any GPU target) run on
+// another GPU API and compared with the CPU schedules' results on the same inputs. With
+// --target host-opencl on an OpenCL CPU device (pocl) this checks, without a GPU, that
+// the CUDA schedules compute what the CPU ones do: bounds, tails, shared memory,
+// barriers, the two-phase reductions. Exit status 1 if any workload differs by more
+// than --tolerance (relative to the output's magnitude), 2 if it fails to run.
+int cmd_gpucheck(int argc, char **argv) {
+    std::string target_str = "host-opencl", suite, knobs;
+    std::vector<std::string> workloads;
+    double tolerance = 1e-4;
+    for (int i = 0; i < argc; i++) {
+        std::string a = argv[i];
+        auto next = [&]() -> std::string {
+            if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--target") target_str = next();
+        else if (a == "--suite") suite = next();
+        else if (a == "--workload") workloads.push_back(next());
+        else if (a == "--tolerance") tolerance = std::stod(next());
+        else if (a == "--schedule") knobs = next();
+        else throw std::invalid_argument("unknown option " + a);
+    }
+    if (!suite.empty())
+        for (const std::string &d : read_suite(suite)) workloads.push_back(d);
+    if (workloads.empty()) throw std::invalid_argument("gpucheck needs --workload or --suite");
+    const Halide::Target gpu_target(target_str);
+    if (!gpu_target.has_gpu_feature()) throw std::invalid_argument("--target " + target_str + " names no GPU API");
+    const Halide::Target cpu_target = Halide::get_host_target();
+    int worst = 0;
+    for (const std::string &d : workloads) {
+        const Workload w = Workload::parse(d);
+        try {
+            JitWorkload cpu(w, cpu_target), gpu(w, gpu_target);
+            Instance ref = cpu.instantiate(""), got = gpu.instantiate(knobs);
+            ref.run();
+            got.run();
+            const double diff = JitWorkload::max_rel_diff(got, ref);
+            const bool ok = diff <= tolerance;
+            std::printf("%-56s %s  max relative difference %.2e%s\n", w.descriptor().c_str(), ok ? "ok  " : "DIFF", diff,
+                        ok ? "" : ("; first: " + JitWorkload::first_difference(got, ref, tolerance)).c_str());
+            if (!ok) worst = std::max(worst, 1);
+        } catch (const Halide::Error &e) {
+            std::printf("%-56s FAIL %s\n", w.descriptor().c_str(), e.what());
+            worst = 2;
+        } catch (const std::exception &e) {
+            std::printf("%-56s FAIL %s\n", w.descriptor().c_str(), e.what());
+            worst = 2;
+        }
+        std::fflush(stdout);
+    }
+    return worst;
+}
+
 int cmd_best(int argc, char **argv) {
     if (argc != 2 || std::string(argv[0]) != "--db") throw std::invalid_argument("usage: best --db FILE");
     TrialDb db(argv[1]);
@@ -656,6 +712,8 @@ int main(int argc, char **argv) {
         "                        [--rounds R] [--repeats K] [--resume] [--autoschedulers Adams2019,Mullapudi2016,Li2018]\n"
         "                        [--autoscheduler-timeout SECONDS (600)]\n"
         "       normgen-tune time <workload> [--threads T] [--rounds R] [knobs...]\n"
+        "       normgen-tune gpucheck (--workload D | --suite FILE)... [--target host-opencl] [--tolerance E]\n"
+        "                        [--schedule KNOBS]\n"
         "       normgen-tune best --db FILE\n"
         "       normgen-tune merge --db OUT IN...\n"
         "       normgen-tune export --db FILE --out LIST [--threads T] [--min-gain G] [--target T]\n"
@@ -669,6 +727,7 @@ int main(int argc, char **argv) {
     try {
         if (cmd == "run") return cmd_run(argc - 2, argv + 2);
         if (cmd == "time") return cmd_time(argc - 2, argv + 2);
+        if (cmd == "gpucheck") return cmd_gpucheck(argc - 2, argv + 2);
         if (cmd == "trial") return cmd_trial(argc - 2, argv + 2);
         if (cmd == "best") return cmd_best(argc - 2, argv + 2);
         if (cmd == "merge") return cmd_merge(argc - 2, argv + 2);
