@@ -7,7 +7,6 @@
 namespace normgen::sched {
 
 struct GpuParams {
-    int warps = 8;           // warps per block where a warp owns a row / reduction unit
     int threads = 256;       // threads per block of elementwise and thread-per-key loops
     int tile_x = 32;         // elementwise: threads of a block along the unit-stride dim
     int vector = 4;          // elementwise: elements per thread along the unit-stride dim (vector loads)
@@ -16,7 +15,6 @@ struct GpuParams {
     int block_rows = 64;     // row backward: rows per dweight/dbias partial
 
     static constexpr IntKnob<GpuParams> knobs[] = {
-        {"warps", &GpuParams::warps, 1, 32, "warps per block (one row or reduction unit each)"},
         {"threads", &GpuParams::threads, 32, 1024, "threads per block of elementwise / per-key loops"},
         {"tile_x", &GpuParams::tile_x, 1, 1024, "elementwise threads along the unit-stride dim"},
         {"vector", &GpuParams::vector, 1, 8, "elements per thread along the unit-stride dim"},
