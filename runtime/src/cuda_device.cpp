@@ -117,7 +117,7 @@ void install_cuda_context_hooks() {
 #endif
 }
 
-void set_call_device(void *, int device_index) { t_call_device = device_index; }
+void set_call_device(int device_index) { t_call_device = device_index; }
 
 Status attach_device_buffers(const std::vector<CallBuffer> &bufs) {
     for (size_t i = 0; i < bufs.size(); i++) {
@@ -181,7 +181,7 @@ Status with_host_copy(const TensorView &t, bool read, bool write, const std::fun
                                      static_cast<int32_t>(t.strides[t.rank - 1 - d]));
     buf.host = origin;
     void *device_ptr = t.data;
-    set_call_device(nullptr, t.device_index);
+    set_call_device(t.device_index);
     std::vector<CallBuffer> one{{&buf, true}};
     buf.host = static_cast<uint8_t *>(device_ptr);  // attach takes the device pointer from host
     Status s = attach_device_buffers(one);

@@ -22,9 +22,9 @@ bool cuda_device_usable(int index, std::string *why);
 // valid in it), on the legacy default stream (ordered with other work on it).
 void install_cuda_context_hooks();
 
-// The device a call's kernels run on; read by the context hook through the call's
-// user_context.
-void set_call_device(void *user_context, int device_index);
+// The device this thread's next kernels run on (a thread runs one call at a time); read
+// by the context hook.
+void set_call_device(int device_index);
 
 // The buffers of one call on CUDA tensors. `on_device`: the buffer's host pointer is
 // the caller's device memory (wrapped for the call, no copy); otherwise it is memory the

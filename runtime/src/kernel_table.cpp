@@ -191,7 +191,7 @@ Status run_kernel(const Kernel &k, const Args &args, int device_index) {
     const halide_filter_metadata_t *md = k.metadata_fn();
     CallContext ctx;
     void *user_context = &ctx;
-    set_call_device(user_context, device_index);
+    set_call_device(device_index);
     std::vector<void *> argv(md->num_arguments, nullptr);
     for (int a = 0; a < md->num_arguments; a++) {
         const char *name = md->arguments[a].name;
