@@ -80,6 +80,17 @@ void call(F &&f) {
     raise_if_error(s);
 }
 
+// A float64 buffer of `rows` x (1 + 2C) values for x of shape (N, C, ...): checked here,
+// where its length is known (the runtime takes the pointer alone).
+void check_f64_len(const TensorView &x, uintptr_t ptr, int64_t len, int64_t rows, const char *name) {
+    if (x.rank < 2) return;  // the runtime rejects x itself, by name
+    if (rows < 1) throw py::value_error("world must be >= 1, got " + std::to_string(rows));
+    const int64_t want = rows * (1 + 2 * x.shape[1]);
+    if (!ptr || len != want)
+        throw py::value_error(std::string(name) + " must hold " + std::to_string(want) + " float64 values (" +
+                              std::to_string(rows) + " x (1 + 2C)), got " + std::to_string(len));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_normgen, m) {
@@ -169,6 +180,50 @@ PYBIND11_MODULE(_normgen, m) {
         call([&] {
             return normgen::batch_norm_backward(dyv, xv, mv, rv, wv.get(), training, dxv, dwv.get(), dbv.get(), &ep.e,
                                                 biasv.get(), drv.get());
+        });
+    });
+
+    // Synchronized BatchNorm's steps; float64 buffers cross as (address, length) of a
+    // contiguous CPU float64 tensor (normgen/torch/sync_batch_norm.py).
+    m.def("sync_batch_norm_moments", [](const ViewSpec &x, uintptr_t row, int64_t len) {
+        TensorView xv = view(x);
+        check_f64_len(xv, row, len, 1, "row");
+        call([&] { return normgen::sync_batch_norm_moments(xv, reinterpret_cast<double *>(row)); });
+    });
+    m.def("sync_batch_norm_forward", [](const ViewSpec &x, uintptr_t table, int64_t len, int64_t world,
+                                        const OptSpec &rm, const OptSpec &rv, const OptSpec &w, const OptSpec &b,
+                                        std::optional<double> momentum, double eps, const ViewSpec &y,
+                                        const ViewSpec &save_mean, const ViewSpec &save_rstd,
+                                        std::optional<uintptr_t> num_batches_tracked) {
+        TensorView xv = view(x), yv = view(y), smv = view(save_mean), srv = view(save_rstd);
+        Opt rmv(rm), rvv(rv), wv(w), bv(b);
+        check_f64_len(xv, table, len, world, "table");
+        auto *nbt = num_batches_tracked ? reinterpret_cast<int64_t *>(*num_batches_tracked) : nullptr;
+        call([&] {
+            return normgen::sync_batch_norm_forward(xv, reinterpret_cast<const double *>(table), world, rmv.get(),
+                                                    rvv.get(), wv.get(), bv.get(), momentum, eps, yv, smv, srv, nbt);
+        });
+    });
+    m.def("sync_batch_norm_grad_sums", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &save_mean,
+                                          const ViewSpec &save_rstd, const OptSpec &w, uintptr_t sums, int64_t len,
+                                          const ViewSpec &dy_scaled, const OptSpec &dw, const OptSpec &db) {
+        TensorView dyv = view(dy), xv = view(x), smv = view(save_mean), srv = view(save_rstd), dsv = view(dy_scaled);
+        Opt wv(w), dwv(dw), dbv(db);
+        check_f64_len(xv, sums, len, 1, "sums");
+        call([&] {
+            return normgen::sync_batch_norm_grad_sums(dyv, xv, smv, srv, wv.get(), reinterpret_cast<double *>(sums),
+                                                      dsv, dwv.get(), dbv.get());
+        });
+    });
+    m.def("sync_batch_norm_backward", [](const ViewSpec &x, const ViewSpec &dy_scaled, const ViewSpec &save_mean,
+                                         const ViewSpec &save_rstd, const OptSpec &w, uintptr_t sums, int64_t len,
+                                         const ViewSpec &dx) {
+        TensorView xv = view(x), dsv = view(dy_scaled), smv = view(save_mean), srv = view(save_rstd), dxv = view(dx);
+        Opt wv(w);
+        check_f64_len(xv, sums, len, 1, "sums");
+        call([&] {
+            return normgen::sync_batch_norm_backward(xv, dsv, smv, srv, wv.get(), reinterpret_cast<const double *>(sums),
+                                                     dxv);
         });
     });
 

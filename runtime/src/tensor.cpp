@@ -416,5 +416,58 @@ double dtype_eps(DType t) {
 
 Status copy_tensor(const TensorView &dst, const TensorView &src) { return strided_copy(dst, src); }
 
+namespace {
+float f16_to_float(uint16_t h) { _Float16 v; std::memcpy(&v, &h, 2); return static_cast<float>(v); }
+uint16_t float_to_f16(float f) {
+    const _Float16 v = static_cast<_Float16>(f);  // round to nearest even
+    uint16_t h;
+    std::memcpy(&h, &v, 2);
+    return h;
+}
+float bf16_to_float(uint16_t h) {
+    const uint32_t bits = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+uint16_t float_to_bf16(float f) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    if (std::isnan(f)) return static_cast<uint16_t>((bits >> 16) | 0x40);  // stay a (quiet) NaN
+    bits += 0x7fff + ((bits >> 16) & 1);  // round to nearest even
+    return static_cast<uint16_t>(bits >> 16);
+}
+}  // namespace
+
+Status read_floats(const TensorView &t, std::vector<float> *out) {
+    const int64_t n = t.numel();
+    std::vector<unsigned char> raw(static_cast<size_t>(n * dtype_size(t.dtype)));
+    Status s = copy_tensor(contiguous_like(t, raw.data()), t);
+    if (!s.ok()) return s;
+    out->resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h = 0;
+        if (t.dtype != DType::f32) std::memcpy(&h, raw.data() + 2 * i, 2);
+        switch (t.dtype) {
+        case DType::f32: std::memcpy(&(*out)[i], raw.data() + 4 * i, 4); break;
+        case DType::f16: (*out)[i] = f16_to_float(h); break;
+        case DType::bf16: (*out)[i] = bf16_to_float(h); break;
+        }
+    }
+    return s;
+}
+
+Status write_floats(const TensorView &t, const std::vector<float> &v) {
+    const int64_t n = t.numel();
+    if (static_cast<int64_t>(v.size()) != n) return invalid("write_floats: size mismatch");
+    std::vector<unsigned char> raw(static_cast<size_t>(n * dtype_size(t.dtype)));
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t h = t.dtype == DType::f16 ? float_to_f16(v[i]) : t.dtype == DType::bf16 ? float_to_bf16(v[i]) : 0;
+        if (t.dtype == DType::f32) std::memcpy(raw.data() + 4 * i, &v[i], 4);
+        else std::memcpy(raw.data() + 2 * i, &h, 2);
+    }
+    return copy_tensor(t, contiguous_like(t, raw.data()));
+}
+
 }  // namespace detail
 }  // namespace normgen

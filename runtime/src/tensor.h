@@ -109,6 +109,11 @@ Status check_backward_outputs(const char *op, const TensorView &dx, const Tensor
 [[nodiscard]] Status copy_tensor(const TensorView &dst, const TensorView &src);
 [[nodiscard]] Status fill_f32(const TensorView &t, float v);
 
+// The elements of a 1-D tensor of any storage dtype, device and stride as float32, and
+// back (rounded to nearest even): small per-channel values the runtime computes on the host.
+[[nodiscard]] Status read_floats(const TensorView &t, std::vector<float> *out);
+[[nodiscard]] Status write_floats(const TensorView &t, const std::vector<float> &v);
+
 // The contiguous N-d view of `t`'s shape over `data`.
 TensorView contiguous_like(const TensorView &t, void *data);
 

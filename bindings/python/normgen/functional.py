@@ -431,8 +431,9 @@ def batch_instance_norm(x, rho, weight=None, bias=None, running_mean=None, runni
 def batch_instance_norm_backward(dy, x, save_mean, save_rstd, rho, weight=None):
     """Gradients of Batch-Instance Norm: ``(dx, drho, dweight, dbias)``.
 
-    ``drho`` passes through the clamp where 0 <= rho <= 1 (torch.clamp's rule) and is 0
-    elsewhere; dweight/dbias are None without weight. After an inference forward the BN
+    ``drho`` passes through the clamp where 0 <= rho <= 1, bounds included (a gate
+    initialized at 1 learns, as in Nam & Kim's clip-after-update scheme; torch.clamp's
+    gradient is 0 at the bounds), and is 0 outside; dweight/dbias are None without weight. After an inference forward the BN
     statistics are constants (no gradient through them).
     """
     c = _channels(x)

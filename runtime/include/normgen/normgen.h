@@ -174,6 +174,43 @@ NORMGEN_API Status batch_norm_backward(const TensorView &dy, const TensorView &x
                                        const TensorView *dbias = nullptr, const Epilogue *epilogue = nullptr,
                                        const TensorView *bias = nullptr, const TensorView *dresidual = nullptr);
 
+// ---- Synchronized BatchNorm (the steps around the caller's all-reduces) --------------
+// BatchNorm training over a batch split across processes. The transport is the
+// caller's (torch.distributed in normgen.torch.SyncBatchNorm, MPI in normgen/mpi.h):
+// each process runs these steps with its own part of the batch (its x may have N = 0),
+// and between them sums a small float64 buffer over all processes (an all-reduce).
+//
+//   forward:  table = zeros(world, 1 + 2C); sync_batch_norm_moments(x, &table[rank][0]);
+//             all-reduce(table, sum); sync_batch_norm_forward(x, table, world, ...)
+//   backward: sums = (1 + 2C) doubles; sync_batch_norm_grad_sums(dy, x, ..., sums, dy_scaled, ...);
+//             all-reduce(sums, sum); sync_batch_norm_backward(x, dy_scaled, ..., sums, dx)
+//
+// A row is (count, mean[C], M2[C]) of this process's values per channel (kernel
+// statistics: float32, shifted). The forward merges the rows in rank order with Chan's
+// formula in float64 (every process computes the same statistics), normalizes with
+// them (biased variance), writes save_mean/save_rstd (float32 (C,)) and updates the
+// running statistics as batch_norm_forward does, with the unbiased variance of all
+// processes' values. The backward's sums are (count, sum dy[C], sum dy*xhat[C]) of this
+// process; dweight/dbias (optional, with a weight) are this process's parameter
+// gradients (sum them across processes for the whole batch's, as DDP's gradient
+// all-reduce does); dx is the whole batch's gradient for this process's x.
+// dy_scaled: x's shape and dtype, scratch the backward reads (dy * weight * rstd).
+// CPU tensors.
+NORMGEN_API Status sync_batch_norm_moments(const TensorView &x, double *row);
+NORMGEN_API Status sync_batch_norm_forward(const TensorView &x, const double *table, int64_t world,
+                                           const TensorView *running_mean, const TensorView *running_var,
+                                           const TensorView *weight, const TensorView *bias,
+                                           std::optional<double> momentum, double eps, const TensorView &y,
+                                           const TensorView &save_mean, const TensorView &save_rstd,
+                                           int64_t *num_batches_tracked = nullptr);
+NORMGEN_API Status sync_batch_norm_grad_sums(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
+                                             const TensorView &save_rstd, const TensorView *weight, double *sums,
+                                             const TensorView &dy_scaled, const TensorView *dweight = nullptr,
+                                             const TensorView *dbias = nullptr);
+NORMGEN_API Status sync_batch_norm_backward(const TensorView &x, const TensorView &dy_scaled,
+                                            const TensorView &save_mean, const TensorView &save_rstd,
+                                            const TensorView *weight, const double *sums, const TensorView &dx);
+
 // ---- GroupNorm (torch.nn.functional.group_norm) ---------------------------------------
 // x: (N, C, *spatial); num_groups divides C; weight, bias: (C,) of x's dtype, optional;
 // mean, rstd: float32 with N * num_groups elements ((N, G) as torch), optional.
