@@ -15,7 +15,8 @@ REQ_HASH=$(sha256sum "$REQ" | cut -c1-12)
 VENV=${NORMGEN_VENV:-$HOME/.cache/normgen/venv-$REQ_HASH}
 PY_BOOT=${NORMGEN_BOOTSTRAP_PYTHON:-python3}
 
-APT_PACKAGES=(g++ make libgtest-dev libgmock-dev libsqlite3-dev libjemalloc2 g++-aarch64-linux-gnu qemu-user)
+APT_PACKAGES=(g++ make libgtest-dev libgmock-dev libsqlite3-dev libjemalloc2 g++-aarch64-linux-gnu qemu-user
+              libopenmpi-dev openmpi-bin)
 
 log() { printf '[normgen] %s\n' "$*" >&2; }
 

@@ -26,6 +26,26 @@ def _f64(shape):
     return torch.zeros(shape, dtype=torch.float64)
 
 
+def _local(step, contribution):
+    """Run a process-local step; on failure mark this process's contribution NaN and
+    return the exception (raised after the collective)."""
+    try:
+        step()
+        return None
+    except Exception as e:  # noqa: BLE001 - re-raised after the all-reduce
+        contribution.fill_(float("nan"))
+        return e
+
+
+def _raise_if_failed(error, counts):
+    if error is not None:
+        raise error
+    bad = torch.nonzero(torch.isnan(counts)).flatten().tolist()
+    if bad:
+        who = f"process {bad[0]}" if counts.numel() > 1 else "another process"
+        raise RuntimeError(f"synchronized BatchNorm failed on {who} (its own error says why)")
+
+
 class SyncBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, eps, momentum, num_batches_tracked, process_group):
@@ -38,8 +58,11 @@ class SyncBatchNormFunction(torch.autograd.Function):
         world, rank = dist.get_world_size(process_group), dist.get_rank(process_group)
         table = _f64((world, 1 + 2 * C))
         row = table[rank]
-        _normgen.sync_batch_norm_moments(spec(x, "x"), row.data_ptr(), row.numel())
+        # A process that fails here still joins the all-reduce (with a NaN count), so
+        # the others raise too instead of waiting forever.
+        error = _local(lambda: _normgen.sync_batch_norm_moments(spec(x, "x"), row.data_ptr(), row.numel()), row)
         dist.all_reduce(table, op=dist.ReduceOp.SUM, group=process_group)
+        _raise_if_failed(error, table[:, 0])
         y = torch.empty_like(x)
         save_mean = torch.empty(C, dtype=torch.float32)
         save_rstd = torch.empty(C, dtype=torch.float32)
@@ -63,11 +86,12 @@ class SyncBatchNormFunction(torch.autograd.Function):
         dy_scaled = torch.empty_like(x)
         dw = None if w is None else torch.empty(C, dtype=x.dtype)
         db = None if w is None else torch.empty(C, dtype=x.dtype)
-        _normgen.sync_batch_norm_grad_sums(spec(dy, "dy"), spec(x, "x"), spec(save_mean, "save_mean"),
-                                           spec(save_rstd, "save_rstd"), opt_spec(w, "weight"), sums.data_ptr(),
-                                           sums.numel(), spec(dy_scaled, "dy_scaled"), opt_spec(dw, "dweight"),
-                                           opt_spec(db, "dbias"))
+        error = _local(lambda: _normgen.sync_batch_norm_grad_sums(
+            spec(dy, "dy"), spec(x, "x"), spec(save_mean, "save_mean"), spec(save_rstd, "save_rstd"),
+            opt_spec(w, "weight"), sums.data_ptr(), sums.numel(), spec(dy_scaled, "dy_scaled"),
+            opt_spec(dw, "dweight"), opt_spec(db, "dbias")), sums)
         dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=ctx.process_group)
+        _raise_if_failed(error, sums[:1])
         dx = torch.empty_like(x)
         _normgen.sync_batch_norm_backward(spec(x, "x"), spec(dy_scaled, "dy_scaled"), spec(save_mean, "save_mean"),
                                           spec(save_rstd, "save_rstd"), opt_spec(w, "weight"), sums.data_ptr(),
