@@ -460,10 +460,17 @@ def main(argv=None):
                         "comes in bursts of seconds that hit every candidate of a case)")
     p.add_argument("--cuda", action="store_true",
                    help="the CUDA bench instead (bench/cuda_bench.py: GB/s vs device copy and torch; needs a GPU)")
+    p.add_argument("--modules", action="store_true",
+                   help="the module bench instead (bench/modules_bench.py: torch's norm modules vs "
+                        "normgen.torch.convert_modules, training step and inference)")
     args = p.parse_args(argv)
     if args.cuda:
         import cuda_bench
         raise SystemExit(cuda_bench.main())
+    if args.modules:
+        import modules_bench
+        modules_bench.main(tuple(int(t) for t in args.threads.split(",")), args.passes)
+        return
     descriptors = [ln.split("#")[0].strip() for ln in open(args.suite)]
     descriptors = [d for d in descriptors if d and re.search(args.filter, d)]
     threads = [int(t) for t in args.threads.split(",")]

@@ -1,0 +1,5 @@
+import sys
+
+from .digits import main
+
+sys.exit(main())
