@@ -417,12 +417,31 @@ double dtype_eps(DType t) {
 Status copy_tensor(const TensorView &dst, const TensorView &src) { return strided_copy(dst, src); }
 
 namespace {
-float f16_to_float(uint16_t h) { _Float16 v; std::memcpy(&v, &h, 2); return static_cast<float>(v); }
-uint16_t float_to_f16(float f) {
-    const _Float16 v = static_cast<_Float16>(f);  // round to nearest even
-    uint16_t h;
-    std::memcpy(&h, &v, 2);
-    return h;
+// IEEE binary16 by bits (portable: GCC 12's C++ has no _Float16 on every target).
+float f16_to_float(uint16_t h) {
+    const uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+    float f;
+    if (exp == 0) {  // zero or subnormal: mant * 2^-24
+        f = std::ldexp(static_cast<float>(mant), -24);
+        return (h & 0x8000) ? -f : f;
+    }
+    const uint32_t bits = exp == 31 ? (sign | 0x7f800000u | (mant << 13)) : (sign | ((exp + 112) << 23) | (mant << 13));
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+uint16_t float_to_f16(float f) {  // round to nearest even
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
+    const float a = std::fabs(f);
+    if (std::isnan(f)) return sign | 0x7e00;
+    if (a >= 65520.0f) return sign | 0x7c00;  // rounds to infinity
+    if (a < 6.103515625e-05f)                  // below the smallest normal: a multiple of 2^-24
+        return sign | static_cast<uint16_t>(std::nearbyint(a * 16777216.0f));
+    uint32_t h = ((((x >> 23) & 0xff) - 112) << 10) | ((x & 0x7fffff) >> 13);
+    const uint32_t rem = x & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;  // a carry moves into the exponent, as it should
+    return sign | static_cast<uint16_t>(h);
 }
 float bf16_to_float(uint16_t h) {
     const uint32_t bits = uint32_t(h) << 16;
