@@ -62,8 +62,7 @@ def _worker(rank, world, port, layout, out_dir):
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("world,layout", [(2, "contiguous"), (3, "channels_last")])
 def test_sync_batch_norm_equals_batch_norm_on_the_whole_batch(world, layout, tmp_path):
     mp.start_processes(_worker, args=(world, _free_port(), layout, str(tmp_path)), nprocs=world, join=True,
                        start_method="spawn")
