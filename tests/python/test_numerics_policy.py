@@ -1,0 +1,105 @@
+"""normgen's numerics policy (README "Numerics"), checked:
+- a NaN or Inf in one row / channel / group / instance affects only that row / channel /
+  group / instance;
+- constant (zero-variance) inputs give finite outputs (x - mean = 0, times rsqrt(eps));
+- data with mean up to 1e4 times its spread (float32) keep the error within the bound
+  derived from the input's own rounding (|x| u / std) and the reduction length;
+- float16 / bfloat16 sums cannot overflow: statistics accumulate in float32 (a float16
+  row whose sum of squares is far beyond float16's range normalizes correctly)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import normgen as ng
+from conftest import UNIT_ROUNDOFF, assert_close
+
+
+def _poison(x, index, value):
+    x = x.clone()
+    x[index] = value
+    return x
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_bad_value_stays_in_its_row(value):
+    x = torch.randn(6, 64) + 3
+    y = ng.layer_norm(_poison(x, (2, 5), value), (64,))
+    assert not torch.isfinite(y[2]).all()
+    keep = [r for r in range(6) if r != 2]
+    assert torch.equal(y[keep], ng.layer_norm(x, (64,))[keep])
+    y = ng.rms_norm(_poison(x, (4, 0), value), (64,))
+    assert torch.equal(y[[0, 1, 2, 3, 5]], ng.rms_norm(x, (64,))[[0, 1, 2, 3, 5]])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_bad_value_stays_in_its_channel_group_instance(value, memory_format):
+    x = (torch.randn(4, 8, 5, 5) + 3).contiguous(memory_format=memory_format)
+    bad = _poison(x, (1, 3, 2, 2), value).contiguous(memory_format=memory_format)
+    # BatchNorm: channel 3 only.
+    y, y0 = ng.batch_norm(bad, None, None, training=True), ng.batch_norm(x, None, None, training=True)
+    others = [c for c in range(8) if c != 3]
+    assert torch.equal(y[:, others], y0[:, others]) and not torch.isfinite(y[:, 3]).all()
+    # GroupNorm (4 groups of 2 channels): sample 1, group 1 (channels 2, 3) only.
+    y, y0 = ng.group_norm(bad, 4), ng.group_norm(x, 4)
+    mask = torch.ones(4, 8, dtype=torch.bool)
+    mask[1, 2:4] = False
+    assert torch.equal(y[mask], y0[mask]) and not torch.isfinite(y[1, 2:4]).all()
+    # InstanceNorm: (sample 1, channel 3) only.
+    y, y0 = ng.instance_norm(bad), ng.instance_norm(x)
+    mask = torch.ones(4, 8, dtype=torch.bool)
+    mask[1, 3] = False
+    assert torch.equal(y[mask], y0[mask]) and not torch.isfinite(y[1, 3]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_constant_input_gives_finite_output(dtype):
+    for x in (torch.full((3, 40), 7.25, dtype=dtype), torch.zeros(3, 40, dtype=dtype)):
+        for y in (ng.layer_norm(x, (40,)), ng.rms_norm(x, (40,))):
+            assert torch.isfinite(y.float()).all()
+        assert torch.equal(ng.layer_norm(x, (40,)).float(), torch.zeros(3, 40))
+    x4 = torch.full((2, 4, 3, 3), -2.5, dtype=dtype)
+    for y in (ng.batch_norm(x4, None, None, training=True), ng.group_norm(x4, 2), ng.instance_norm(x4)):
+        assert torch.equal(y.float(), torch.zeros(2, 4, 3, 3))
+
+
+@pytest.mark.parametrize("offset", [1e2, 1e3, 1e4])
+def test_large_mean_small_spread(offset):
+    """float32 data at mean/std = offset (the reference takes the same float32 values in
+    float64): the float32 mean is itself rounded by up to |mean| u, which shifts every
+    xhat by that much relative to a spread of 1; beyond that, only the reduction's
+    float32 rounding is allowed (E[x^2] - E[x]^2 would lose every digit at 1e4)."""
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(8, 512, generator=g, dtype=torch.float64) + offset).float()
+    x64 = x.double()
+    want = F.layer_norm(x64, (512,), eps=1e-5)
+    got = ng.layer_norm(x, (512,))
+    u = UNIT_ROUNDOFF[torch.float32]
+    bound = 4 * offset * u + 16 * u * math.log2(514) * want.abs().max().item()
+    assert (got.double() - want).abs().max().item() <= bound
+    x4 = (torch.randn(16, 4, 8, 8, generator=g, dtype=torch.float64) + offset).float()
+    want = F.batch_norm(x4.double(), None, None, training=True, eps=1e-5)
+    got = ng.batch_norm(x4, None, None, training=True)
+    assert (got.double() - want).abs().max().item() <= 4 * offset * u + 16 * u * math.log2(1026) * 5
+    # Running variance: unbiased, from the shifted moments, accurate to the same bound.
+    rm, rv = torch.zeros(4), torch.ones(4)
+    ng.batch_norm(x4, rm, rv, training=True, momentum=1.0)
+    assert_close(rv, x4.double().var((0, 2, 3), unbiased=True), torch.float32, 1024, "running_var")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_sums_do_not_overflow(dtype):
+    # Sum of squares 4096 * 200^2 = 1.6e8, far beyond float16's 65504: float32 accumulation.
+    x = (torch.randn(2, 4096) * 5 + 200).to(dtype)
+    y = ng.layer_norm(x, (4096,))
+    assert torch.isfinite(y.float()).all()
+    # (the float32 mean's rounding, |mean| u32, relative to the spread 5: far below the
+    # output's own 16-bit rounding)
+    assert_close(y, F.layer_norm(x.double(), (4096,)), dtype, 4096, "half layer_norm")
+    r = ng.rms_norm(x, (4096,))
+    assert torch.isfinite(r.float()).all()
+    assert_close(r, x.double() / torch.sqrt((x.double() ** 2).mean(-1, keepdim=True) + torch.finfo(dtype).eps),
+                 dtype, 4096, "half rms_norm")
