@@ -154,6 +154,26 @@ def _channel_backward(ctx, grads, weight_index, bias_index, residual_index):
     return tuple(out)
 
 
+def _save_fused(ctx, training, weight, activation, negative_slope, tensors):
+    """What the fused channel norms' backward needs: (x, w, bias, residual, stat, stat)."""
+    ctx.training, ctx.has_weight = training, weight is not None
+    ctx.epilogue = (activation, negative_slope)
+    ctx.save_for_backward(*tensors)
+
+
+def _fused_backward(ctx, dy, name, backward, indices):
+    """Run `backward(dy, x, stat0, stat1, w, bias=, residual=, activation=, negative_slope=)`
+    and map its gradients onto the forward's arguments (weight, bias, residual positions)."""
+    _no_double_backward(name)
+    x, w, bias, residual, s0, s1 = ctx.saved_tensors
+    activation, slope = ctx.epilogue
+    if ctx.training is not None:  # the saved statistics record the forward's mode
+        s1 = tag_mode(s1, ctx.training)
+    grads = backward(_grad_like(dy, x), x, s0, s1, w, bias=bias, residual=residual, activation=activation,
+                     negative_slope=slope)
+    return _channel_backward(ctx, grads, *indices)
+
+
 class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, running_mean, running_var, weight, bias, training, momentum, eps, num_batches_tracked,
@@ -162,19 +182,12 @@ class BatchNormFunction(torch.autograd.Function):
         y, save_mean, save_rstd = F.batch_norm_forward(
             x, running_mean, running_var, w, bias, training, momentum, eps, num_batches_tracked=num_batches_tracked,
             residual=residual, activation=activation, negative_slope=negative_slope)
-        ctx.training, ctx.has_weight = bool(training), weight is not None
-        ctx.epilogue = (activation, negative_slope)
-        ctx.save_for_backward(x, w, bias, residual, save_mean, save_rstd)
+        _save_fused(ctx, bool(training), weight, activation, negative_slope, (x, w, bias, residual, save_mean, save_rstd))
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        _no_double_backward("batch_norm")
-        x, w, bias, residual, save_mean, save_rstd = ctx.saved_tensors
-        activation, slope = ctx.epilogue
-        grads = F.batch_norm_backward(_grad_like(dy, x), x, save_mean, tag_mode(save_rstd, ctx.training), w,
-                                      bias=bias, residual=residual, activation=activation, negative_slope=slope)
-        return _channel_backward(ctx, grads, 3, 4, 9)
+        return _fused_backward(ctx, dy, "batch_norm", F.batch_norm_backward, (3, 4, 9))
 
 
 class GroupNormFunction(torch.autograd.Function):
@@ -183,18 +196,16 @@ class GroupNormFunction(torch.autograd.Function):
         w = _ones_for_bias(weight, bias, (x.shape[1],), x)
         y, mean, rstd = F.group_norm_forward(x, num_groups, w, bias, eps, residual=residual, activation=activation,
                                              negative_slope=negative_slope)
-        ctx.groups, ctx.has_weight, ctx.epilogue = num_groups, weight is not None, (activation, negative_slope)
-        ctx.save_for_backward(x, w, bias, residual, mean, rstd)
+        ctx.groups = num_groups
+        _save_fused(ctx, None, weight, activation, negative_slope, (x, w, bias, residual, mean, rstd))
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        _no_double_backward("group_norm")
-        x, w, bias, residual, mean, rstd = ctx.saved_tensors
-        activation, slope = ctx.epilogue
-        grads = F.group_norm_backward(_grad_like(dy, x), x, mean, rstd, ctx.groups, w, bias=bias, residual=residual,
-                                      activation=activation, negative_slope=slope)
-        return _channel_backward(ctx, grads, 2, 3, 5)
+        def backward(dy, x, mean, rstd, w, **kw):
+            return F.group_norm_backward(dy, x, mean, rstd, ctx.groups, w, **kw)
+
+        return _fused_backward(ctx, dy, "group_norm", backward, (2, 3, 5))
 
 
 class InstanceNormFunction(torch.autograd.Function):
@@ -205,19 +216,13 @@ class InstanceNormFunction(torch.autograd.Function):
         y, save_mean, save_rstd = F.instance_norm_forward(
             x, running_mean, running_var, w, bias, use_input_stats, momentum, eps, residual=residual,
             activation=activation, negative_slope=negative_slope)
-        ctx.training, ctx.has_weight = bool(use_input_stats), weight is not None
-        ctx.epilogue = (activation, negative_slope)
-        ctx.save_for_backward(x, w, bias, residual, save_mean, save_rstd)
+        _save_fused(ctx, bool(use_input_stats), weight, activation, negative_slope,
+                    (x, w, bias, residual, save_mean, save_rstd))
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        _no_double_backward("instance_norm")
-        x, w, bias, residual, save_mean, save_rstd = ctx.saved_tensors
-        activation, slope = ctx.epilogue
-        grads = F.instance_norm_backward(_grad_like(dy, x), x, save_mean, tag_mode(save_rstd, ctx.training), w,
-                                         bias=bias, residual=residual, activation=activation, negative_slope=slope)
-        return _channel_backward(ctx, grads, 3, 4, 8)
+        return _fused_backward(ctx, dy, "instance_norm", F.instance_norm_backward, (3, 4, 8))
 
 
 class BatchInstanceNormFunction(torch.autograd.Function):
