@@ -83,7 +83,7 @@ DType pick_dtype(Bytes &in) { return static_cast<DType>(in.pick(3)); }
 std::vector<int64_t> pick_shape(Bytes &in, int min_rank, int max_rank) {
     const int rank = min_rank + in.pick(max_rank - min_rank + 1);
     std::vector<int64_t> s(rank);
-    for (auto &d : s) d = in.pick(7) == 6 ? -1 + in.pick(2) * 0 : in.pick(6);  // sometimes negative
+    for (auto &d : s) d = in.pick(7) == 6 ? -1 : in.pick(6);  // sometimes negative
     return s;
 }
 

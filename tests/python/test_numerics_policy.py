@@ -8,7 +8,6 @@
   row whose sum of squares is far beyond float16's range normalizes correctly)."""
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

@@ -99,7 +99,8 @@ def test_batch_norm_momentum_none_and_no_running_stats():
         t.eval(), n.eval()
         x = torch.randn(4, 5, 3, 3)
         assert_close(n(x), t(x), torch.float32, 36, f"{kwargs} eval")
-        assert_close(n.running_mean, t.running_mean, torch.float32, 36, "running_mean") if n.running_mean is not None else None
+        if n.running_mean is not None:
+            assert_close(n.running_mean, t.running_mean, torch.float32, 36, "running_mean")
         if n.num_batches_tracked is not None:
             assert int(n.num_batches_tracked) == int(t.num_batches_tracked) == 3
 

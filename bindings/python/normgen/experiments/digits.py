@@ -55,7 +55,7 @@ def evaluate(model, x, y, batch_size=None, batch_stats=False):
     was_training = model.training
     saved = {k: v.clone() for k, v in model.state_dict().items()} if batch_stats else None
     model.train(batch_stats)
-    losses, correct = 0.0, 0
+    losses, correct, n = 0.0, 0, 0
     bs = batch_size or len(x)
     with torch.no_grad():
         for i in range(0, len(x), bs):
@@ -65,10 +65,10 @@ def evaluate(model, x, y, batch_size=None, batch_stats=False):
             out = model(xb)
             losses += F.cross_entropy(out, yb, reduction="sum").item()
             correct += (out.argmax(1) == yb).sum().item()
+            n += len(xb)
     if saved is not None:
         model.load_state_dict(saved)
     model.train(was_training)
-    n = len(x) if not batch_stats else len(x) - (len(x) % bs if len(x) % bs < 2 else 0)
     return losses / n, correct / n
 
 

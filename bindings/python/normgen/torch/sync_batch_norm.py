@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import _normgen
 from .._arrays import counter_pointer, opt_spec, spec
-from .functional import _no_double_backward, _grad_like, _ones_for_bias, _want
+from .functional import _grad_like, _no_double_backward, _ones_for_bias, _want, batch_norm
 from .modules import _Float32Stats, runs_on_normgen
 
 __all__ = ["SyncBatchNorm", "SyncBatchNormFunction", "sync_batch_norm"]
@@ -126,7 +126,6 @@ class SyncBatchNorm(nn.SyncBatchNorm):
         pg = self.process_group if self.process_group is not None else (
             dist.group.WORLD if dist.is_available() and dist.is_initialized() else None)
         sync = use_batch and self.training and pg is not None and dist.get_world_size(pg) > 1
-        from .functional import batch_norm
         with _Float32Stats(rm, rv) as (rm32, rv32):
             if not sync:
                 return batch_norm(input, rm32, rv32, self.weight, self.bias, use_batch, self.momentum, self.eps,
