@@ -5,6 +5,7 @@
 #include "cuda_device.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -42,6 +43,25 @@ bool verbose_dispatch() {
 }
 
 thread_local std::string t_last_kernel;
+
+// The call's shape joined with 'x' ("8192x1024"), as kernels tuned for a shape name it.
+std::string shape_text(const std::vector<int64_t> &shape) {
+    std::string s;
+    for (int64_t d : shape) s += (s.empty() ? "" : "x") + std::to_string(d);
+    return s;
+}
+
+// Whether `text` ("8192x1024") names `shape`, without building the string.
+bool same_shape(const char *text, const std::vector<int64_t> &shape) {
+    for (size_t d = 0; d < shape.size(); d++) {
+        if (d > 0 && *text++ != 'x') return false;
+        if (*text < '0' || *text > '9') return false;
+        int64_t v = 0;
+        while (*text >= '0' && *text <= '9') v = v * 10 + (*text++ - '0');
+        if (v != shape[d]) return false;
+    }
+    return *text == 0;
+}
 
 // Per-call context handed to the kernel as Halide's user_context: errors raised
 // on any worker thread of this call land here (guarded, as workers may race).
@@ -89,6 +109,10 @@ std::once_flag g_init;
 // that came with registered kernels.
 void hook_runtime(const KernelRuntimeHooks &rt) {
     rt.set_error_handler(error_handler);
+    if (rt.set_custom_malloc && rt.set_custom_free) {
+        rt.set_custom_malloc(scratch_malloc);
+        rt.set_custom_free(scratch_free);
+    }
     if (g_cpu_cap != CpuCap::best) rt.set_can_use_target_features(capped_can_use_target_features);
 }
 
@@ -98,7 +122,8 @@ void init_runtime() {
             if (!std::strcmp(cap, "avx2")) g_cpu_cap = CpuCap::avx2;
             else if (!std::strcmp(cap, "sse41")) g_cpu_cap = CpuCap::sse41;
         }
-        hook_runtime({halide_set_error_handler, halide_set_num_threads, halide_set_custom_can_use_target_features});
+        hook_runtime({halide_set_error_handler, halide_set_num_threads, halide_set_custom_can_use_target_features,
+                      halide_set_custom_malloc, halide_set_custom_free});
         install_cuda_context_hooks();
     });
 }
@@ -139,49 +164,55 @@ Selection select_kernel(const Request &req, std::string *why) {
     Selection sel{nullptr, std::shared_lock<std::shared_mutex>(g_registry_mu)};
     const Kernel *best = nullptr;
     int best_rank = 1 << 30;
-    std::string skipped;
+    std::string skipped;  // (NORMGEN_VERBOSE=dispatch only: calls allocate nothing here otherwise)
+    const bool verbose = verbose_dispatch();
     const char *dtype = dtype_name(req.dtype);
     const char *target = req.device == Device::cuda ? "cuda" : "cpu";
     const int threads = num_threads();
-    std::string shape;
-    for (int64_t d : req.shape) shape += (shape.empty() ? "" : "x") + std::to_string(d);
     for_each_kernel_locked([&](const Kernel &k) {
         const KernelInfo &i = k.info;
         if (std::strcmp(i.op, req.op) || std::strcmp(i.dir, req.dir) || std::strcmp(i.dtype, dtype) ||
             req.variant != i.variant || std::strcmp(i.target, target))
             return;
         const bool generic = std::strcmp(i.layout, "strided") == 0;
-        std::string reason;
-        if (!generic && std::strcmp(i.layout, req.layout) != 0)
-            reason = std::string("is for the ") + i.layout + " layout, the call's is " + req.layout;
         const bool shaped = *i.shape != 0, tuned = *i.schedule != 0;
-        if (reason.empty() && shaped && shape != i.shape)
-            reason = std::string("tuned for shape ") + i.shape + ", the call's is " + shape;
-        if (reason.empty() && i.threads && i.threads != threads)
-            reason = "tuned for " + std::to_string(i.threads) + " thread(s), the call runs on " + std::to_string(threads);
-        if (!reason.empty()) {
-            if (verbose_dispatch()) skipped += std::string("\n  skipped ") + i.name + ": " + reason;
+        const bool layout_ok = generic || std::strcmp(i.layout, req.layout) == 0;
+        const bool shape_ok = !shaped || same_shape(i.shape, req.shape);
+        const bool threads_ok = !i.threads || i.threads == threads;
+        if (!(layout_ok && shape_ok && threads_ok)) {
+            if (verbose) {
+                skipped += std::string("\n  skipped ") + i.name + ": ";
+                if (!layout_ok)
+                    skipped += std::string("is for the ") + i.layout + " layout, the call's is " + req.layout;
+                else if (!shape_ok)
+                    skipped += std::string("tuned for shape ") + i.shape + ", the call's is " + shape_text(req.shape);
+                else
+                    skipped += "tuned for " + std::to_string(i.threads) + " thread(s), the call runs on " +
+                               std::to_string(threads);
+            }
             return;
         }
         // A kernel tuned for the call's shape first, then a tuned one for any shape,
         // then the kernel list's for the call's layout, then the strided generic.
         const int rank = shaped ? 0 : 1 + (generic ? 2 : 0) + (tuned ? 0 : 1);
         if (rank < best_rank) {
-            if (best && verbose_dispatch())
+            if (best && verbose)
                 skipped += std::string("\n  skipped ") + best->info.name + ": less specialized than " + i.name;
             best = &k;
             best_rank = rank;
-        } else if (verbose_dispatch()) {
+        } else if (verbose) {
             skipped += std::string("\n  skipped ") + i.name + ": less specialized than " + best->info.name;
         }
     });
-    std::string desc = describe(req.op, req.dir, req.dtype, req.shape, req.layout);
     if (!best) {
-        *why = "no " + std::string(target) + " kernel in the kernel list for " + desc + " (variant " + req.variant + ")";
+        *why = "no " + std::string(target) + " kernel in the kernel list for " +
+               describe(req.op, req.dir, req.dtype, req.shape, req.layout) + " (variant " + req.variant + ")";
         return sel;
     }
     t_last_kernel = best->info.name;
-    if (verbose_dispatch()) std::fprintf(stderr, "normgen: %s -> %s%s\n", desc.c_str(), best->info.name, skipped.c_str());
+    if (verbose)
+        std::fprintf(stderr, "normgen: %s -> %s%s\n", describe(req.op, req.dir, req.dtype, req.shape, req.layout).c_str(),
+                     best->info.name, skipped.c_str());
     sel.kernel = best;
     return sel;
 }
@@ -192,20 +223,23 @@ Status run_kernel(const Kernel &k, const Args &args, int device_index) {
     CallContext ctx;
     void *user_context = &ctx;
     set_call_device(device_index);
-    std::vector<void *> argv(md->num_arguments, nullptr);
+    std::array<void *, 64> stack_argv{};
+    std::vector<void *> heap_argv;  // (kernels with more arguments than that)
+    if (md->num_arguments > static_cast<int>(stack_argv.size())) heap_argv.resize(md->num_arguments);
+    void **argv = heap_argv.empty() ? stack_argv.data() : heap_argv.data();
     for (int a = 0; a < md->num_arguments; a++) {
         const char *name = md->arguments[a].name;
         if (std::strcmp(name, "__user_context") == 0) {
             argv[a] = &user_context;
             continue;
         }
-        for (const auto &it : args.items())
+        for (const auto &it : args)
             if (std::strcmp(it.name, name) == 0) argv[a] = it.ptr;
         if (!argv[a])
             return Status(Status::Code::runtime_error,
                           std::string("internal: kernel ") + k.info.name + " argument '" + name + "' was not bound");
     }
-    int rc = k.argv_fn(argv.data());
+    int rc = k.argv_fn(argv);
     if (rc != 0 || !ctx.error.empty()) {
         std::string msg = std::string("kernel ") + k.info.name + " failed (code " + std::to_string(rc) + ")";
         if (!ctx.error.empty()) msg += ": " + ctx.error;

@@ -7,6 +7,7 @@
 
 #include <HalideRuntime.h>
 
+#include <array>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -23,19 +24,26 @@ const std::vector<Kernel> &kernel_table();
 // Whether the built-in table has CUDA kernels (the build had a CUDA target).
 bool has_cuda_kernels();
 
-// Arguments for one call, bound by the names the generator gave them.
+// Arguments for one call, bound by the names the generator gave them (in place: a
+// call allocates nothing for them).
 class Args {
 public:
-    void buffer(const char *name, halide_buffer_t *b) { items_.push_back({name, b}); }
-    void scalar(const char *name, void *p) { items_.push_back({name, p}); }
     struct Item {
         const char *name;
         void *ptr;
     };
-    const std::vector<Item> &items() const { return items_; }
+    static constexpr size_t kMax = 64;
+    void buffer(const char *name, halide_buffer_t *b) { add(name, b); }
+    void scalar(const char *name, void *p) { add(name, p); }
+    const Item *begin() const { return items_.data(); }
+    const Item *end() const { return items_.data() + count_; }
 
 private:
-    std::vector<Item> items_;
+    void add(const char *name, void *p) {
+        if (count_ < kMax) items_[count_++] = {name, p};  // (else run_kernel reports it unbound)
+    }
+    std::array<Item, kMax> items_{};
+    size_t count_ = 0;
 };
 
 // What a call needs from a kernel.
@@ -67,6 +75,11 @@ Selection select_kernel(const Request &req, std::string *why);
 // Run `k` with `args` (on CUDA device `device_index` for a cuda kernel); a non-zero
 // return or a Halide error becomes a Status.
 Status run_kernel(const Kernel &k, const Args &args, int device_index = 0);
+
+// Halide's scratch allocator in every runtime normgen hooks (scratch.cpp): freed
+// blocks are kept per thread for the next call.
+void *scratch_malloc(void *user_context, size_t size);
+void scratch_free(void *user_context, void *ptr);
 
 // select_kernel, then run_kernel.
 Status dispatch(const Request &req, const Args &args);

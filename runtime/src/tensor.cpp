@@ -4,6 +4,7 @@
 #include "kernel_table.h"
 
 #include <algorithm>
+#include <new>
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -372,8 +373,14 @@ Status fill_f32(const TensorView &t, float v) {
 }
 
 void *Staging::alloc(const TensorView &t) {
-    owned_.emplace_back(static_cast<size_t>(t.numel()) * dtype_size(t.dtype));
-    return owned_.back().data();
+    void *p = scratch_malloc(nullptr, static_cast<size_t>(t.numel()) * dtype_size(t.dtype));
+    if (!p) throw std::bad_alloc();
+    owned_.push_back(p);
+    return p;
+}
+
+Staging::~Staging() {
+    for (void *p : owned_) scratch_free(nullptr, p);
 }
 
 TensorView Staging::constant(DType dtype, const std::vector<int64_t> &shape, float value) {

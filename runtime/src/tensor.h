@@ -89,8 +89,13 @@ public:
     // e.g. an identity parameter the caller left out.
     TensorView constant(DType dtype, const std::vector<int64_t> &shape, float value);
 
+    Staging() = default;
+    Staging(const Staging &) = delete;
+    Staging &operator=(const Staging &) = delete;
+    ~Staging();
+
 private:
-    std::vector<std::vector<unsigned char>> owned_;
+    std::vector<void *> owned_;  // blocks of the kernels' scratch cache (kernel_table.h)
 };
 
 // The outputs of a backward: parameter gradients exist only with a weight (an error

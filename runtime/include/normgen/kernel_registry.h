@@ -20,14 +20,20 @@ namespace normgen {
 
 // The consumer's own Halide runtime (add_halide_runtime): normgen installs its error
 // handler there (so a failing kernel becomes a Status, never abort()), forwards
-// set_num_threads() and applies NORMGEN_CPU_FEATURES_MAX. Pass Halide's functions:
-// {halide_set_error_handler, halide_set_num_threads, halide_set_custom_can_use_target_features}.
+// set_num_threads(), applies NORMGEN_CPU_FEATURES_MAX and (when given) installs its
+// scratch allocator, which reuses kernel scratch across calls. Pass Halide's functions:
+// {halide_set_error_handler, halide_set_num_threads, halide_set_custom_can_use_target_features,
+//  halide_set_custom_malloc, halide_set_custom_free}.
 struct KernelRuntimeHooks {
     using ErrorHandler = void (*)(void *user_context, const char *msg);
     using CanUseTargetFeatures = int (*)(int count, const uint64_t *features);
+    using Malloc = void *(*)(void *user_context, size_t size);
+    using Free = void (*)(void *user_context, void *ptr);
     ErrorHandler (*set_error_handler)(ErrorHandler);
     int (*set_num_threads)(int);
     CanUseTargetFeatures (*set_can_use_target_features)(CanUseTargetFeatures);
+    Malloc (*set_custom_malloc)(Malloc) = nullptr;
+    Free (*set_custom_free)(Free) = nullptr;
 };
 
 // One AOT kernel: its table row and the two entry points Halide generates for it
