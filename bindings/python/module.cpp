@@ -160,14 +160,15 @@ PYBIND11_MODULE(_normgen, m) {
                                    const OptSpec &b, bool training, std::optional<double> momentum, double eps,
                                    const ViewSpec &y, const OptSpec &save_mean, const OptSpec &save_rstd,
                                    std::optional<uintptr_t> num_batches_tracked, const OptSpec &residual,
-                                   int activation, double slope) {
+                                   int activation, double slope, int nan_policy) {
         TensorView xv = view(x), yv = view(y);
         Opt rmv(rm), rvv(rv), wv(w), bv(b), smv(save_mean), srv(save_rstd);
         EpilogueArg ep(residual, activation, slope);
         auto *nbt = num_batches_tracked ? reinterpret_cast<int64_t *>(*num_batches_tracked) : nullptr;
         call([&] {
             return normgen::batch_norm_forward(xv, rmv.get(), rvv.get(), wv.get(), bv.get(), training, momentum, eps,
-                                               yv, smv.get(), srv.get(), nbt, &ep.e);
+                                               yv, smv.get(), srv.get(), nbt, &ep.e,
+                                               static_cast<normgen::NanPolicy>(nan_policy));
         });
     });
     m.def("batch_norm_backward", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &save_mean,
@@ -194,14 +195,15 @@ PYBIND11_MODULE(_normgen, m) {
                                         const OptSpec &rm, const OptSpec &rv, const OptSpec &w, const OptSpec &b,
                                         std::optional<double> momentum, double eps, const ViewSpec &y,
                                         const ViewSpec &save_mean, const ViewSpec &save_rstd,
-                                        std::optional<uintptr_t> num_batches_tracked) {
+                                        std::optional<uintptr_t> num_batches_tracked, int nan_policy) {
         TensorView xv = view(x), yv = view(y), smv = view(save_mean), srv = view(save_rstd);
         Opt rmv(rm), rvv(rv), wv(w), bv(b);
         check_f64_len(xv, table, len, world, "table");
         auto *nbt = num_batches_tracked ? reinterpret_cast<int64_t *>(*num_batches_tracked) : nullptr;
         call([&] {
             return normgen::sync_batch_norm_forward(xv, reinterpret_cast<const double *>(table), world, rmv.get(),
-                                                    rvv.get(), wv.get(), bv.get(), momentum, eps, yv, smv, srv, nbt);
+                                                    rvv.get(), wv.get(), bv.get(), momentum, eps, yv, smv, srv, nbt,
+                                                    static_cast<normgen::NanPolicy>(nan_policy));
         });
     });
     m.def("sync_batch_norm_grad_sums", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &save_mean,
@@ -252,13 +254,14 @@ PYBIND11_MODULE(_normgen, m) {
     m.def("instance_norm_forward", [](const ViewSpec &x, const OptSpec &rm, const OptSpec &rv, const OptSpec &w,
                                       const OptSpec &b, bool use_input_stats, double momentum, double eps,
                                       const ViewSpec &y, const OptSpec &save_mean, const OptSpec &save_rstd,
-                                      const OptSpec &residual, int activation, double slope) {
+                                      const OptSpec &residual, int activation, double slope, int nan_policy) {
         TensorView xv = view(x), yv = view(y);
         Opt rmv(rm), rvv(rv), wv(w), bv(b), smv(save_mean), srv(save_rstd);
         EpilogueArg ep(residual, activation, slope);
         call([&] {
             return normgen::instance_norm_forward(xv, rmv.get(), rvv.get(), wv.get(), bv.get(), use_input_stats,
-                                                  momentum, eps, yv, smv.get(), srv.get(), &ep.e);
+                                                  momentum, eps, yv, smv.get(), srv.get(), &ep.e,
+                                                  static_cast<normgen::NanPolicy>(nan_policy));
         });
     });
     m.def("instance_norm_backward", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &save_mean,
@@ -278,13 +281,14 @@ PYBIND11_MODULE(_normgen, m) {
                                             const OptSpec &b, const OptSpec &rm, const OptSpec &rv, bool training,
                                             std::optional<double> momentum, double eps, const ViewSpec &y,
                                             const OptSpec &save_mean, const OptSpec &save_rstd,
-                                            std::optional<uintptr_t> num_batches_tracked) {
+                                            std::optional<uintptr_t> num_batches_tracked, int nan_policy) {
         TensorView xv = view(x), rhov = view(rho), yv = view(y);
         Opt wv(w), bv(b), rmv(rm), rvv(rv), smv(save_mean), srv(save_rstd);
         auto *nbt = num_batches_tracked ? reinterpret_cast<int64_t *>(*num_batches_tracked) : nullptr;
         call([&] {
             return normgen::batch_instance_norm_forward(xv, rhov, wv.get(), bv.get(), rmv.get(), rvv.get(), training,
-                                                        momentum, eps, yv, smv.get(), srv.get(), nbt);
+                                                        momentum, eps, yv, smv.get(), srv.get(), nbt,
+                                                        static_cast<normgen::NanPolicy>(nan_policy));
         });
     });
     m.def("batch_instance_norm_backward", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &save_mean,
@@ -303,13 +307,14 @@ PYBIND11_MODULE(_normgen, m) {
                                         const OptSpec &b, const OptSpec &rm, const OptSpec &rv, bool training,
                                         std::optional<double> momentum, double eps, const ViewSpec &y,
                                         const OptSpec &save_mean, const OptSpec &save_var, const OptSpec &save_rstd,
-                                        std::optional<uintptr_t> num_batches_tracked) {
+                                        std::optional<uintptr_t> num_batches_tracked, int nan_policy) {
         TensorView xv = view(x), mwv = view(mw), vwv = view(vw), yv = view(y);
         Opt wv(w), bv(b), rmv(rm), rvv(rv), smv(save_mean), svv(save_var), srv(save_rstd);
         auto *nbt = num_batches_tracked ? reinterpret_cast<int64_t *>(*num_batches_tracked) : nullptr;
         call([&] {
             return normgen::switchable_norm_forward(xv, mwv, vwv, wv.get(), bv.get(), rmv.get(), rvv.get(), training,
-                                                    momentum, eps, yv, smv.get(), svv.get(), srv.get(), nbt);
+                                                    momentum, eps, yv, smv.get(), svv.get(), srv.get(), nbt,
+                                                    static_cast<normgen::NanPolicy>(nan_policy));
         });
     });
     m.def("switchable_norm_backward", [](const ViewSpec &dy, const ViewSpec &x, const ViewSpec &save_mean,

@@ -57,7 +57,8 @@ TensorView scratch_like(const TensorView &x, std::vector<unsigned char> *mem) {
 Status sync_batch_norm_forward(MPI_Comm comm, const TensorView &x, const TensorView *running_mean,
                                const TensorView *running_var, const TensorView *weight, const TensorView *bias,
                                std::optional<double> momentum, double eps, const TensorView &y,
-                               const TensorView &save_mean, const TensorView &save_rstd, int64_t *num_batches_tracked) {
+                               const TensorView &save_mean, const TensorView &save_rstd, int64_t *num_batches_tracked,
+                               NanPolicy nan_policy) {
     int rank = 0, size = 1;
     Status s = comm_shape(comm, &rank, &size);
     if (!s.ok()) return s;
@@ -84,7 +85,7 @@ Status sync_batch_norm_forward(MPI_Comm comm, const TensorView &x, const TensorV
     for (int r = 0; r < size; r++)
         if (std::isnan(table[r * width])) return failed_elsewhere(r);
     return normgen::sync_batch_norm_forward(x, table.data(), size, running_mean, running_var, weight, bias, momentum,
-                                            eps, y, save_mean, save_rstd, num_batches_tracked);
+                                            eps, y, save_mean, save_rstd, num_batches_tracked, nan_policy);
 }
 
 Status sync_batch_norm_backward(MPI_Comm comm, const TensorView &dy, const TensorView &x, const TensorView &save_mean,

@@ -14,7 +14,7 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
                           const TensorView *weight, const TensorView *bias, bool training,
                           std::optional<double> momentum, double eps, const TensorView &y,
                           const TensorView *save_mean, const TensorView *save_rstd, int64_t *num_batches_tracked,
-                          const Epilogue *epilogue) {
+                          const Epilogue *epilogue, NanPolicy nan_policy) {
     ChannelCall call(x);
     Status s;
     const bool fused = epilogue && epilogue->active();
@@ -26,6 +26,7 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
         !(s = call.check_like_x(y, "y")).ok() || !(s = call.check_per_channel(save_mean, "save_mean", true)).ok() ||
         !(s = call.check_per_channel(save_rstd, "save_rstd", true)).ok())
         return s;
+    if (!(s = check_nan_policy(nan_policy)).ok()) return s;
     if (!(s = check_bn_running_stats(call, running_mean, running_var, training, momentum, num_batches_tracked)).ok())
         return s;
     const bool updating = training && running_mean;
@@ -69,7 +70,8 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
                  ChannelCall::variant(fused ? epilogue : nullptr, std::string("affine=") + (affine ? "1" : "0") +
                                                                       ",training=" + (training ? "1" : "0")));
     if (!s.ok() || !updating) return s;
-    return update_running_stats(*running_mean, *running_var, mean, var, per_channel, momentum, num_batches_tracked);
+    return update_running_stats(nan_policy, *running_mean, *running_var, mean, var, per_channel, momentum,
+                                num_batches_tracked);
 }
 
 Status batch_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,

@@ -3,6 +3,7 @@
 #include "cuda_device.h"
 
 #include <cmath>
+#include <limits>
 #include <cstring>
 
 namespace normgen::detail {
@@ -338,8 +339,20 @@ Status check_bn_running_stats(const ChannelCall &call, const TensorView *running
     return Status::OK();
 }
 
-Status update_running_stats(const TensorView &running_mean, const TensorView &running_var, const float *mean,
-                            const float *var, int64_t count, std::optional<double> momentum,
+Status check_nan_policy(NanPolicy nan_policy) {
+    if (nan_policy == NanPolicy::propagate || nan_policy == NanPolicy::skip) return Status::OK();
+    return invalid("nan_policy: unknown value " + std::to_string(static_cast<int>(nan_policy)) +
+                   " (expected propagate or skip)");
+}
+
+double batch_variance(double mean, double var) {
+    // The kernels clamp the variance at 0 (max(M2, 0)), which turns the NaN of a channel
+    // with NaN/Inf data into 0; its mean still says so.
+    return std::isfinite(mean) ? var : std::numeric_limits<double>::quiet_NaN();
+}
+
+Status update_running_stats(NanPolicy nan_policy, const TensorView &running_mean, const TensorView &running_var,
+                            const float *mean, const float *var, int64_t count, std::optional<double> momentum,
                             int64_t *num_batches_tracked) {
     double m;
     if (momentum) {
@@ -355,9 +368,11 @@ Status update_running_stats(const TensorView &running_mean, const TensorView &ru
     return with_host_view(running_mean, [&](const TensorView &rmean) {
         return with_host_view(running_var, [&](const TensorView &rvar) {
             for (int64_t c = 0; c < C; c++) {
+                const double bv = batch_variance(mean[c], var[c]);
+                if (nan_policy == NanPolicy::skip && !(std::isfinite(mean[c]) && std::isfinite(bv))) continue;
                 float &rm = element(rmean, c), &rv = element(rvar, c);
                 rm = static_cast<float>((1 - m) * rm + m * mean[c]);
-                rv = static_cast<float>((1 - m) * rv + m * var[c] * unbias);
+                rv = static_cast<float>((1 - m) * rv + m * bv * unbias);
             }
             return Status::OK();
         });

@@ -117,7 +117,13 @@ Status check_bn_running_stats(const ChannelCall &call, const TensorView *running
 // r = (1 - m) r + m * batch (running_var with the unbiased variance of `count` values per
 // channel); m = momentum, or 1/num_batches_tracked after incrementing it (momentum None).
 // mean/var are host memory; the running statistics may be CUDA tensors.
-[[nodiscard]] Status update_running_stats(const TensorView &running_mean, const TensorView &running_var,
+// A channel's batch variance as the running statistics take it: NaN when its mean is
+// not finite (the kernels' variance clamp would say 0).
+double batch_variance(double mean, double var);
+// nan_policy is one of NanPolicy's values (an error naming it otherwise).
+[[nodiscard]] Status check_nan_policy(NanPolicy nan_policy);
+[[nodiscard]] Status update_running_stats(NanPolicy nan_policy, const TensorView &running_mean,
+                                          const TensorView &running_var,
                                           const float *mean, const float *var, int64_t count,
                                           std::optional<double> momentum, int64_t *num_batches_tracked);
 

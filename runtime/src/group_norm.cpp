@@ -127,7 +127,7 @@ Status group_norm_backward(const TensorView &dy, const TensorView &x, const Tens
 Status instance_norm_forward(const TensorView &x, const TensorView *running_mean, const TensorView *running_var,
                              const TensorView *weight, const TensorView *bias, bool use_input_stats, double momentum,
                              double eps, const TensorView &y, const TensorView *save_mean,
-                             const TensorView *save_rstd, const Epilogue *epilogue) {
+                             const TensorView *save_rstd, const Epilogue *epilogue, NanPolicy nan_policy) {
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = call.check_epilogue(epilogue)).ok() ||
@@ -143,6 +143,7 @@ Status instance_norm_forward(const TensorView &x, const TensorView *running_mean
         return invalid("running_mean and running_var must be given together (or both None)");
     if (!use_input_stats && !running_mean)
         return invalid("running_mean and running_var are required when use_input_stats=False");
+    if (!(s = check_nan_policy(nan_policy)).ok()) return s;
     if (!std::isfinite(momentum)) return invalid("momentum must be a finite number, got " + std::to_string(momentum));
     const bool updating = use_input_stats && running_mean;
     if (use_input_stats && call.spatial() <= 1)
@@ -188,6 +189,8 @@ Status instance_norm_forward(const TensorView &x, const TensorView *running_mean
             m += at(*mean, n * C + c);
             v += var[n * C + c] * S / (S - 1);
         }
+        v = batch_variance(m, v);
+        if (nan_policy == NanPolicy::skip && !(std::isfinite(m) && std::isfinite(v))) continue;
         float &rm = at(*running_mean, c), &rv = at(*running_var, c);
         rm = static_cast<float>((1 - momentum) * rm + momentum * m / N);
         rv = static_cast<float>((1 - momentum) * rv + momentum * v / N);

@@ -122,7 +122,8 @@ Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, c
                                    const TensorView *bias, const TensorView *running_mean,
                                    const TensorView *running_var, bool training, std::optional<double> momentum,
                                    double eps, const TensorView &y, const TensorView *save_mean,
-                                   const TensorView *save_rstd, int64_t *num_batches_tracked) {
+                                   const TensorView *save_rstd, int64_t *num_batches_tracked,
+                                   NanPolicy nan_policy) {
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = call.check_per_channel(&rho, "rho", false)).ok() ||
@@ -132,7 +133,8 @@ Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, c
     const char *packed = "(N + 1, C): the IN statistics per sample, then the BN part's";
     if (!(s = check_packed(save_mean, "save_mean", N + 1, C, packed)).ok() ||
         !(s = check_packed(save_rstd, "save_rstd", N + 1, C, packed)).ok() ||
-        !(s = check_bn_running_stats(call, running_mean, running_var, training, momentum, num_batches_tracked)).ok())
+        !(s = check_bn_running_stats(call, running_mean, running_var, training, momentum, num_batches_tracked)).ok() ||
+        !(s = check_nan_policy(nan_policy)).ok())
         return s;
     const bool updating = training && running_mean;
     s = check_forward_overlap(updating, running_mean, running_var,
@@ -171,8 +173,8 @@ Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, c
             store_block(h, row_rstd, 1, C, N);
         });
     if (s.ok() && training && running_mean)
-        s = update_running_stats(*running_mean, *running_var, bn_mean, bn_var, N * call.spatial(), momentum,
-                                 num_batches_tracked);
+        s = update_running_stats(nan_policy, *running_mean, *running_var, bn_mean, bn_var, N * call.spatial(),
+                                 momentum, num_batches_tracked);
     return s;
 }
 
@@ -226,7 +228,7 @@ Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weigh
                                const TensorView *running_var, bool training, std::optional<double> momentum,
                                double eps, const TensorView &y, const TensorView *save_mean,
                                const TensorView *save_var, const TensorView *save_rstd,
-                               int64_t *num_batches_tracked) {
+                               int64_t *num_batches_tracked, NanPolicy nan_policy) {
     ChannelCall call(x);
     Status s;
     if (!(s = call.check_x()).ok() || !(s = check_logits(&mean_weight, "mean_weight", x.dtype)).ok() ||
@@ -238,7 +240,8 @@ Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weigh
     if (!(s = check_packed(save_mean, "save_mean", N + 1, C + 1, packed)).ok() ||
         !(s = check_packed(save_var, "save_var", N + 1, C + 1, packed)).ok() ||
         !(s = check_packed(save_rstd, "save_rstd", N, C, "(N, C): the mixture's rstd per (sample, channel)")).ok() ||
-        !(s = check_bn_running_stats(call, running_mean, running_var, training, momentum, num_batches_tracked)).ok())
+        !(s = check_bn_running_stats(call, running_mean, running_var, training, momentum, num_batches_tracked)).ok() ||
+        !(s = check_nan_policy(nan_policy)).ok())
         return s;
     const bool updating = training && running_mean;
     s = check_forward_overlap(updating, running_mean, running_var,
@@ -287,8 +290,8 @@ Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weigh
     if (s.ok()) s = pack(save_var, fill_packed(in_var, ln_var, training ? bn_var : run_var.data()));
     if (s.ok()) s = pack(save_rstd, [&](const TensorView &h) { store_block(h, rstd, N, C); });
     if (s.ok() && training && running_mean)
-        s = update_running_stats(*running_mean, *running_var, bn_mean, bn_var, N * call.spatial(), momentum,
-                                 num_batches_tracked);
+        s = update_running_stats(nan_policy, *running_mean, *running_var, bn_mean, bn_var, N * call.spatial(),
+                                 momentum, num_batches_tracked);
     return s;
 }
 

@@ -83,7 +83,7 @@ Status sync_batch_norm_forward(const TensorView &x, const double *table, int64_t
                                const TensorView *running_mean, const TensorView *running_var,
                                const TensorView *weight, const TensorView *bias, std::optional<double> momentum,
                                double eps, const TensorView &y, const TensorView &save_mean,
-                               const TensorView &save_rstd, int64_t *num_batches_tracked) {
+                               const TensorView &save_rstd, int64_t *num_batches_tracked, NanPolicy nan_policy) {
     ChannelCall call(x);
     Status s;
     if (!(s = check_buffer(table, "table")).ok() || !(s = call.check_x()).ok() || !(s = check_cpu(x)).ok())
@@ -98,6 +98,7 @@ Status sync_batch_norm_forward(const TensorView &x, const double *table, int64_t
         return invalid("running_mean and running_var must be given together (or both None)");
     if (momentum && !std::isfinite(*momentum))
         return invalid("momentum must be a finite number or None, got " + std::to_string(*momentum));
+    if (!(s = check_nan_policy(nan_policy)).ok()) return s;
     if (!momentum && running_mean && !num_batches_tracked)
         return invalid("momentum=None (cumulative average) needs num_batches_tracked");
     const int64_t C = call.channels();
@@ -122,7 +123,7 @@ Status sync_batch_norm_forward(const TensorView &x, const double *table, int64_t
     if (!(s = batch_norm_forward(x, &mv, &vv, weight, bias, false, momentum, eps, y, &save_mean, &save_rstd)).ok())
         return s;
     if (!running_mean) return s;
-    return update_running_stats(*running_mean, *running_var, mean.data(), var.data(), total, momentum,
+    return update_running_stats(nan_policy, *running_mean, *running_var, mean.data(), var.data(), total, momentum,
                                 num_batches_tracked);
 }
 

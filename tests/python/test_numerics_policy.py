@@ -5,7 +5,9 @@
 - data with mean up to 1e4 times its spread (float32) keep the error within the bound
   derived from the input's own rounding (|x| u / std) and the reduction length;
 - float16 / bfloat16 sums cannot overflow: statistics accumulate in float32 (a float16
-  row whose sum of squares is far beyond float16's range normalizes correctly)."""
+  row whose sum of squares is far beyond float16's range normalizes correctly);
+- nan_policy="skip" keeps the running statistics of channels whose batch statistics are
+  NaN/Inf, in the functions and the torch modules (torch's "propagate" is the default)."""
 import math
 
 import pytest
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import normgen as ng
+import normgen.torch  # noqa: F401  (ng.torch)
 from conftest import UNIT_ROUNDOFF, assert_close
 
 
@@ -102,3 +105,81 @@ def test_half_precision_sums_do_not_overflow(dtype):
     assert torch.isfinite(r.float()).all()
     assert_close(r, x.double() / torch.sqrt((x.double() ** 2).mean(-1, keepdim=True) + torch.finfo(dtype).eps),
                  dtype, 4096, "half rms_norm")
+
+
+def _bad_batch():
+    x = torch.randn(8, 4, 3, 3) * 2 + 40
+    x[2, 1, 0, 0] = float("nan")
+    x[5, 3, 1, 2] = float("inf")
+    return x
+
+
+def _policy_calls():
+    """(name, call(x, running_mean, running_var, nan_policy) -> y) for every function that
+    updates running statistics."""
+    C = 4
+    rho, mw, vw = torch.full((C,), 0.4), torch.tensor([0.2, 0.3, 0.5]), torch.tensor([0.5, 0.3, 0.2])
+    return [
+        ("batch_norm", lambda x, rm, rv, p: ng.batch_norm(x, rm, rv, None, None, True, 0.1, 1e-5, nan_policy=p)),
+        ("instance_norm", lambda x, rm, rv, p: ng.instance_norm(x, rm, rv, use_input_stats=True, nan_policy=p)),
+        ("batch_instance_norm", lambda x, rm, rv, p: ng.batch_instance_norm(x, rho, None, None, rm, rv, True,
+                                                                             nan_policy=p)),
+        ("switchable_norm", lambda x, rm, rv, p: ng.switchable_norm(x, mw, vw, None, None, rm, rv, True,
+                                                                     nan_policy=p)),
+        ("torch.batch_norm", lambda x, rm, rv, p: ng.torch.functional.batch_norm(x, rm, rv, training=True,
+                                                                                   nan_policy=p)),
+    ]
+
+
+@pytest.mark.parametrize("name,call", _policy_calls(), ids=[n for n, _ in _policy_calls()])
+def test_nan_policy_skip_keeps_poisoned_channels_running_stats(name, call):
+    x = _bad_batch()
+    rm0, rv0 = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([0.5, 1.5, 2.5, 3.5])
+    rm_p, rv_p, rm_s, rv_s = rm0.clone(), rv0.clone(), rm0.clone(), rv0.clone()
+    y_p = call(x, rm_p, rv_p, "propagate")
+    y_s = call(x, rm_s, rv_s, "skip")
+    # Clean channels 0 and 2: updated, the same under both policies.
+    assert torch.equal(rm_s[[0, 2]], rm_p[[0, 2]]) and torch.equal(rv_s[[0, 2]], rv_p[[0, 2]])
+    assert not torch.equal(rm_p[[0, 2]], rm0[[0, 2]])
+    # Channel 1 (NaN) and 3 (Inf): torch's rule poisons them; skip keeps them.
+    assert not torch.isfinite(torch.stack([rm_p[[1, 3]], rv_p[[1, 3]]])).all()
+    assert torch.equal(rm_s[[1, 3]], rm0[[1, 3]]) and torch.equal(rv_s[[1, 3]], rv0[[1, 3]])
+    assert torch.equal(torch.nan_to_num(y_s, 7.0, 8.0, 9.0), torch.nan_to_num(y_p, 7.0, 8.0, 9.0))
+
+
+def test_nan_policy_default_is_torchs():
+    x = _bad_batch()
+    rm, rv = torch.zeros(4), torch.ones(4)
+    rm_t, rv_t = rm.clone(), rv.clone()
+    ng.batch_norm(x, rm, rv, None, None, True, 0.1, 1e-5)
+    F.batch_norm(x, rm_t, rv_t, None, None, True, 0.1, 1e-5)
+    # (the same channels non-finite; an Inf batch may give NaN or Inf statistics)
+    assert torch.equal(torch.isfinite(rm), torch.isfinite(rm_t)) and torch.equal(torch.isfinite(rv), torch.isfinite(rv_t))
+    assert not torch.isfinite(rm[[1, 3]]).any()
+
+
+def test_nan_policy_on_modules_and_convert_modules():
+    model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.BatchNorm2d(4), torch.nn.InstanceNorm2d(
+        4, track_running_stats=True))
+    ng.torch.convert_modules(model, nan_policy="skip")
+    assert model[1].nan_policy == "skip" and model[2].nan_policy == "skip"
+    before = [t.clone() for t in (model[1].running_mean, model[1].running_var)]
+    with torch.no_grad():
+        model(_bad_batch())
+    rm, rv = model[1].running_mean, model[1].running_var
+    assert torch.isfinite(rm).all() and torch.isfinite(rv).all()
+    assert torch.equal(rm[[1, 3]], before[0][[1, 3]]) and not torch.equal(rm[[0, 2]], before[0][[0, 2]])
+    assert torch.isfinite(model[2].running_mean).all()
+    m = ng.torch.BatchNorm1d(4)
+    assert m.nan_policy == "propagate"  # torch's behaviour unless asked
+
+
+@pytest.mark.parametrize("bad", ["ignore", None, 1])
+def test_nan_policy_bad_value_names_the_argument(bad):
+    x, rm, rv = _bad_batch(), torch.zeros(4), torch.ones(4)
+    with pytest.raises(ValueError, match="nan_policy"):
+        ng.batch_norm(x, rm, rv, None, None, True, nan_policy=bad)
+    assert torch.equal(rm, torch.zeros(4)) and torch.equal(rv, torch.ones(4))
+    if bad is not None:
+        with pytest.raises(ValueError, match="nan_policy"):
+            ng.torch.convert_modules(torch.nn.BatchNorm2d(4), nan_policy=bad)

@@ -206,6 +206,18 @@ def _channels(x, name="x"):
 _ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "silu": 3, "gelu": 4, "gelu_tanh": 5}
 
 
+NAN_POLICIES = ("propagate", "skip")
+
+
+def _nan_policy(nan_policy):
+    """The runtime's code for ``nan_policy`` (what a batch whose statistics are NaN/Inf in
+    a channel does to that channel's running statistics: "propagate" writes them, as
+    torch does; "skip" keeps the old ones)."""
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {list(NAN_POLICIES)}, got {nan_policy!r}")
+    return NAN_POLICIES.index(nan_policy)
+
+
 def _epilogue(x, residual, activation, negative_slope):
     """The fused epilogue's arguments: (residual spec, activation code, slope)."""
     if activation not in _ACTIVATIONS:
@@ -215,7 +227,8 @@ def _epilogue(x, residual, activation, negative_slope):
 
 
 def batch_norm_forward(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-                       eps=1e-5, *, num_batches_tracked=None, residual=None, activation=None, negative_slope=0.01):
+                       eps=1e-5, *, num_batches_tracked=None, residual=None, activation=None, negative_slope=0.01,
+                       nan_policy="propagate"):
     """BatchNorm per channel over (N, *spatial), keeping the statistics for the backward.
 
     Parameters
@@ -232,6 +245,8 @@ def batch_norm_forward(x, running_mean, running_var, weight=None, bias=None, tra
     residual, activation, negative_slope : the fused epilogue ``y = act(bn(x) + residual)``
         in the same pass; ``activation`` one of "relu", "leaky_relu" (``negative_slope``),
         "silu", "gelu" (erf), "gelu_tanh", or None; running statistics come from x alone
+    nan_policy : "propagate" (torch's behaviour) or "skip": a channel whose batch
+        statistics are NaN/Inf keeps its running statistics (the others update)
 
     Returns
     -------
@@ -249,16 +264,16 @@ def batch_norm_forward(x, running_mean, running_var, weight=None, bias=None, tra
                                 None if momentum is None else _float_eps(momentum, "momentum"), _float_eps(eps),
                                 spec(y, "y"), spec(save_mean, "save_mean"), spec(save_rstd, "save_rstd"),
                                 counter_pointer(num_batches_tracked, "num_batches_tracked"),
-                                *_epilogue(x, residual, activation, negative_slope))
+                                *_epilogue(x, residual, activation, negative_slope), _nan_policy(nan_policy))
     return y, save_mean, tag_mode(save_rstd, bool(training))
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,
-               num_batches_tracked=None, residual=None, activation=None, negative_slope=0.01):
+               num_batches_tracked=None, residual=None, activation=None, negative_slope=0.01, nan_policy="propagate"):
     """``torch.nn.functional.batch_norm``: see :func:`batch_norm_forward`."""
     return batch_norm_forward(x, running_mean, running_var, weight, bias, training, momentum, eps,
                               num_batches_tracked=num_batches_tracked, residual=residual, activation=activation,
-                              negative_slope=negative_slope)[0]
+                              negative_slope=negative_slope, nan_policy=nan_policy)[0]
 
 
 def batch_norm_backward(dy, x, save_mean, save_rstd, weight=None, *, bias=None, residual=None, activation=None,
@@ -342,12 +357,14 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, bias=None
 
 
 def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
-                          momentum=0.1, eps=1e-5, *, residual=None, activation=None, negative_slope=0.01):
+                          momentum=0.1, eps=1e-5, *, residual=None, activation=None, negative_slope=0.01,
+                          nan_policy="propagate"):
     """InstanceNorm per (sample, channel) over the spatial dims (torch semantics).
 
     Returns ``(y, save_mean, save_rstd)``, the saved statistics float32 (N, C) and tagged
     with the mode. With ``use_input_stats`` and running statistics given, these are
-    updated in place with the batch average of the instance statistics.
+    updated in place with the batch average of the instance statistics (``nan_policy`` as
+    :func:`batch_norm_forward`'s).
     """
     c = _channels(x)
     for n, a in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
@@ -359,15 +376,17 @@ def instance_norm_forward(x, running_mean=None, running_var=None, weight=None, b
                                    opt_spec(weight, "weight"), opt_spec(bias, "bias"), bool(use_input_stats),
                                    _float_eps(momentum, "momentum"), _float_eps(eps), spec(y, "y"),
                                    spec(save_mean, "save_mean"), spec(save_rstd, "save_rstd"),
-                                   *_epilogue(x, residual, activation, negative_slope))
+                                   *_epilogue(x, residual, activation, negative_slope), _nan_policy(nan_policy))
     return y, save_mean, tag_mode(save_rstd, bool(use_input_stats))
 
 
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
-                  momentum=0.1, eps=1e-5, *, residual=None, activation=None, negative_slope=0.01):
+                  momentum=0.1, eps=1e-5, *, residual=None, activation=None, negative_slope=0.01,
+                  nan_policy="propagate"):
     """``torch.nn.functional.instance_norm``: see :func:`instance_norm_forward`."""
     return instance_norm_forward(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
-                                 residual=residual, activation=activation, negative_slope=negative_slope)[0]
+                                 residual=residual, activation=activation, negative_slope=negative_slope,
+                                 nan_policy=nan_policy)[0]
 
 
 def instance_norm_backward(dy, x, save_mean, save_rstd, weight=None, *, bias=None, residual=None, activation=None,
@@ -393,7 +412,7 @@ def _momentum(momentum):
 
 
 def batch_instance_norm_forward(x, rho, weight=None, bias=None, running_mean=None, running_var=None, training=False,
-                                momentum=0.1, eps=1e-5, *, num_batches_tracked=None):
+                                momentum=0.1, eps=1e-5, *, num_batches_tracked=None, nan_policy="propagate"):
     """Batch-Instance Norm (Nam & Kim 2018): ``y = (rho' xhat_BN + (1 - rho') xhat_IN) * weight + bias``.
 
     ``rho`` (C,) of x's dtype is clamped to [0, 1] per channel (``rho'``). The BN part is
@@ -417,15 +436,16 @@ def batch_instance_norm_forward(x, rho, weight=None, bias=None, running_mean=Non
                                          opt_spec(running_mean, "running_mean"), opt_spec(running_var, "running_var"),
                                          bool(training), _momentum(momentum), _float_eps(eps), spec(y, "y"),
                                          spec(save_mean, "save_mean"), spec(save_rstd, "save_rstd"),
-                                         counter_pointer(num_batches_tracked, "num_batches_tracked"))
+                                         counter_pointer(num_batches_tracked, "num_batches_tracked"),
+                                         _nan_policy(nan_policy))
     return y, save_mean, tag_mode(save_rstd, bool(training))
 
 
 def batch_instance_norm(x, rho, weight=None, bias=None, running_mean=None, running_var=None, training=False,
-                        momentum=0.1, eps=1e-5, *, num_batches_tracked=None):
+                        momentum=0.1, eps=1e-5, *, num_batches_tracked=None, nan_policy="propagate"):
     """Batch-Instance Norm: see :func:`batch_instance_norm_forward`."""
     return batch_instance_norm_forward(x, rho, weight, bias, running_mean, running_var, training, momentum, eps,
-                                       num_batches_tracked=num_batches_tracked)[0]
+                                       num_batches_tracked=num_batches_tracked, nan_policy=nan_policy)[0]
 
 
 def batch_instance_norm_backward(dy, x, save_mean, save_rstd, rho, weight=None):
@@ -449,7 +469,8 @@ def batch_instance_norm_backward(dy, x, save_mean, save_rstd, rho, weight=None):
 
 
 def switchable_norm_forward(x, mean_weight, var_weight, weight=None, bias=None, running_mean=None, running_var=None,
-                            training=False, momentum=0.1, eps=1e-5, *, num_batches_tracked=None):
+                            training=False, momentum=0.1, eps=1e-5, *, num_batches_tracked=None,
+                            nan_policy="propagate"):
     """Switchable Norm (Luo et al. 2018): mean and variance are softmax-weighted mixtures of
     the IN, LN and BN statistics; ``y = (x - mean) / sqrt(var + eps) * weight + bias``.
 
@@ -476,15 +497,16 @@ def switchable_norm_forward(x, mean_weight, var_weight, weight=None, bias=None, 
                                      bool(training), _momentum(momentum), _float_eps(eps), spec(y, "y"),
                                      spec(save_mean, "save_mean"), spec(save_var, "save_var"),
                                      spec(save_rstd, "save_rstd"),
-                                     counter_pointer(num_batches_tracked, "num_batches_tracked"))
+                                     counter_pointer(num_batches_tracked, "num_batches_tracked"),
+                                     _nan_policy(nan_policy))
     return y, save_mean, save_var, tag_mode(save_rstd, bool(training))
 
 
 def switchable_norm(x, mean_weight, var_weight, weight=None, bias=None, running_mean=None, running_var=None,
-                    training=False, momentum=0.1, eps=1e-5, *, num_batches_tracked=None):
+                    training=False, momentum=0.1, eps=1e-5, *, num_batches_tracked=None, nan_policy="propagate"):
     """Switchable Norm: see :func:`switchable_norm_forward`."""
     return switchable_norm_forward(x, mean_weight, var_weight, weight, bias, running_mean, running_var, training,
-                                   momentum, eps, num_batches_tracked=num_batches_tracked)[0]
+                                   momentum, eps, num_batches_tracked=num_batches_tracked, nan_policy=nan_policy)[0]
 
 
 def switchable_norm_backward(dy, x, save_mean, save_var, save_rstd, mean_weight, var_weight, weight=None):

@@ -17,12 +17,13 @@ namespace normgen::mpi {
 
 // Training forward: y normalized with the statistics of every process's x; running
 // statistics (float32 (C,), optional) updated identically on every process;
-// save_mean/save_rstd (float32 (C,)) for sync_batch_norm_backward.
+// save_mean/save_rstd (float32 (C,)) for sync_batch_norm_backward. nan_policy: see normgen.h.
 NORMGEN_API Status sync_batch_norm_forward(MPI_Comm comm, const TensorView &x, const TensorView *running_mean,
                                            const TensorView *running_var, const TensorView *weight,
                                            const TensorView *bias, std::optional<double> momentum, double eps,
                                            const TensorView &y, const TensorView &save_mean,
-                                           const TensorView &save_rstd, int64_t *num_batches_tracked = nullptr);
+                                           const TensorView &save_rstd, int64_t *num_batches_tracked = nullptr,
+                                           NanPolicy nan_policy = NanPolicy::propagate);
 
 // Backward: dx for this process's x (the whole batch's gradient); dweight/dbias this
 // process's share (sum them over processes, e.g. with MPI_Allreduce, for the batch's).

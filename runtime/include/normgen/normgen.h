@@ -85,6 +85,18 @@ private:
 NORMGEN_API int set_num_threads(int n);
 NORMGEN_API int num_threads();
 
+// ---- kernel scratch memory -------------------------------------------------------------
+// Kernels take their intermediate buffers (per-channel partial sums, staged statistics)
+// from a process-wide cache that keeps up to 64 freed blocks / 256 MiB, so repeated calls
+// allocate no scratch from the system. Counters over all threads since start:
+struct ScratchStats {
+    int64_t bytes_in_use;        // scratch held by running kernels now
+    int64_t peak_bytes_in_use;   // the most held at once (since reset_scratch_peak)
+    int64_t system_allocations;  // blocks the cache had to get from the system
+};
+NORMGEN_API ScratchStats scratch_stats();
+NORMGEN_API void reset_scratch_peak();
+
 // ---- LayerNorm (torch.nn.functional.layer_norm) ----------------------------------------
 // x: (*, normalized_shape); weight, bias: normalized_shape (optional, x's dtype);
 // y: x's shape and dtype; mean, rstd: float32 with one element per normalized row
@@ -146,6 +158,16 @@ struct Epilogue {
     bool active() const { return residual || activation != Activation::none; }
 };
 
+// ---- Running statistics and NaN/Inf ------------------------------------------------
+// The ops that update running statistics in place (BatchNorm, InstanceNorm with running
+// statistics, Batch-Instance Norm, Switchable Norm, synchronized BatchNorm) take a
+// nan_policy. propagate (torch's behaviour): a channel whose batch statistics are NaN
+// or infinite (its data held a NaN or Inf) writes them into its running_mean /
+// running_var. skip: such a channel keeps its running statistics, the other channels
+// update as usual and num_batches_tracked counts the batch. The call's outputs are the
+// same either way (NaN stays in the channel that had it).
+enum class NanPolicy : uint8_t { propagate, skip };
+
 // ---- BatchNorm (torch.nn.functional.batch_norm) ---------------------------------------
 // x: (N, C) or (N, C, *spatial) with up to 3 spatial dims, any strides (contiguous NCHW
 // and channels-last have fast kernels); y: x's shape and dtype; weight, bias: (C,) of
@@ -163,7 +185,7 @@ NORMGEN_API Status batch_norm_forward(const TensorView &x, const TensorView *run
                                       const TensorView *bias, bool training, std::optional<double> momentum,
                                       double eps, const TensorView &y, const TensorView *save_mean = nullptr,
                                       const TensorView *save_rstd = nullptr, int64_t *num_batches_tracked = nullptr,
-                                      const Epilogue *epilogue = nullptr);
+                                      const Epilogue *epilogue = nullptr, NanPolicy nan_policy = NanPolicy::propagate);
 // training: the gradients through the batch statistics; inference (the forward used
 // running statistics): the affine gradient dx = dy * weight * rstd. dweight/dbias with weight.
 // With an epilogue: bias is the forward's (optional), dresidual (x's shape) receives the
@@ -202,7 +224,8 @@ NORMGEN_API Status sync_batch_norm_forward(const TensorView &x, const double *ta
                                            const TensorView *weight, const TensorView *bias,
                                            std::optional<double> momentum, double eps, const TensorView &y,
                                            const TensorView &save_mean, const TensorView &save_rstd,
-                                           int64_t *num_batches_tracked = nullptr);
+                                           int64_t *num_batches_tracked = nullptr,
+                                           NanPolicy nan_policy = NanPolicy::propagate);
 NORMGEN_API Status sync_batch_norm_grad_sums(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
                                              const TensorView &save_rstd, const TensorView *weight, double *sums,
                                              const TensorView &dy_scaled, const TensorView *dweight = nullptr,
@@ -236,7 +259,8 @@ NORMGEN_API Status instance_norm_forward(const TensorView &x, const TensorView *
                                          const TensorView *running_var, const TensorView *weight,
                                          const TensorView *bias, bool use_input_stats, double momentum, double eps,
                                          const TensorView &y, const TensorView *save_mean = nullptr,
-                                         const TensorView *save_rstd = nullptr, const Epilogue *epilogue = nullptr);
+                                         const TensorView *save_rstd = nullptr, const Epilogue *epilogue = nullptr,
+                                         NanPolicy nan_policy = NanPolicy::propagate);
 // use_input_stats must be what the forward used (false: the affine gradient).
 NORMGEN_API Status instance_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
                                           const TensorView &save_rstd, const TensorView *weight,
@@ -258,7 +282,8 @@ NORMGEN_API Status batch_instance_norm_forward(const TensorView &x, const Tensor
                                                std::optional<double> momentum, double eps, const TensorView &y,
                                                const TensorView *save_mean = nullptr,
                                                const TensorView *save_rstd = nullptr,
-                                               int64_t *num_batches_tracked = nullptr);
+                                               int64_t *num_batches_tracked = nullptr,
+                                               NanPolicy nan_policy = NanPolicy::propagate);
 // training must be what the forward used (false: no gradient through the BN statistics).
 // drho (rho's gradient through the clamp, which passes it on [0, 1]), dweight, dbias:
 // (C,) of x's dtype, optional (dweight/dbias need weight).
@@ -284,7 +309,8 @@ NORMGEN_API Status switchable_norm_forward(const TensorView &x, const TensorView
                                            std::optional<double> momentum, double eps, const TensorView &y,
                                            const TensorView *save_mean = nullptr, const TensorView *save_var = nullptr,
                                            const TensorView *save_rstd = nullptr,
-                                           int64_t *num_batches_tracked = nullptr);
+                                           int64_t *num_batches_tracked = nullptr,
+                                           NanPolicy nan_policy = NanPolicy::propagate);
 // dmean_weight, dvar_weight: (3,) of x's dtype; dweight, dbias: (C,), with weight.
 NORMGEN_API Status switchable_norm_backward(const TensorView &dy, const TensorView &x, const TensorView &save_mean,
                                             const TensorView &save_var, const TensorView &save_rstd,

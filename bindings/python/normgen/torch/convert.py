@@ -6,6 +6,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _WeightNorm as _TorchWeightNorm
 
+from ..functional import _nan_policy
 from . import functional as NF
 from . import modules as M
 from .sync_batch_norm import SyncBatchNorm
@@ -46,9 +47,11 @@ def weight_norm(module, name="weight", dim=0):
     return module
 
 
-def convert_modules(model):
+def convert_modules(model, *, nan_policy=None):
     """Swap torch's normalization modules in ``model`` (the model itself included) for
-    normgen's, in place, and return the model.
+    normgen's, in place, and return the model. ``nan_policy`` ("propagate" or "skip"),
+    when given, is set on every normgen module in the model that keeps running
+    statistics (see :mod:`normgen.torch.modules`).
 
     Each module keeps its identity, parameters, buffers, hooks and training mode — only
     its class changes to normgen's subclass of the same torch class — so optimizers and
@@ -56,6 +59,8 @@ def convert_modules(model):
     same. Weight-norm parametrizations (``torch.nn.utils.parametrizations.weight_norm``)
     switch to normgen's kernel the same way.
     """
+    if nan_policy is not None:
+        _nan_policy(nan_policy)  # (a clear error before anything changes)
     for m in model.modules():
         target = MODULE_MAP.get(type(m))
         if target is not None:
@@ -65,4 +70,6 @@ def convert_modules(model):
                 for p in plist:
                     if type(p) is _TorchWeightNorm:
                         p.__class__ = WeightNorm
+        if nan_policy is not None and hasattr(type(m), "nan_policy"):
+            m.nan_policy = nan_policy
     return model

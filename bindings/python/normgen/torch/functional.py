@@ -177,11 +177,11 @@ def _fused_backward(ctx, dy, name, backward, indices):
 class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, running_mean, running_var, weight, bias, training, momentum, eps, num_batches_tracked,
-                residual, activation, negative_slope):
+                residual, activation, negative_slope, nan_policy):
         w = _ones_for_bias(weight, bias, (x.shape[1],), x)
         y, save_mean, save_rstd = F.batch_norm_forward(
             x, running_mean, running_var, w, bias, training, momentum, eps, num_batches_tracked=num_batches_tracked,
-            residual=residual, activation=activation, negative_slope=negative_slope)
+            residual=residual, activation=activation, negative_slope=negative_slope, nan_policy=nan_policy)
         _save_fused(ctx, bool(training), weight, activation, negative_slope, (x, w, bias, residual, save_mean, save_rstd))
         return y
 
@@ -211,11 +211,11 @@ class GroupNormFunction(torch.autograd.Function):
 class InstanceNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, residual, activation,
-                negative_slope):
+                negative_slope, nan_policy):
         w = _ones_for_bias(weight, bias, (x.shape[1],), x)
         y, save_mean, save_rstd = F.instance_norm_forward(
             x, running_mean, running_var, w, bias, use_input_stats, momentum, eps, residual=residual,
-            activation=activation, negative_slope=negative_slope)
+            activation=activation, negative_slope=negative_slope, nan_policy=nan_policy)
         _save_fused(ctx, bool(use_input_stats), weight, activation, negative_slope,
                     (x, w, bias, residual, save_mean, save_rstd))
         return y
@@ -227,10 +227,12 @@ class InstanceNormFunction(torch.autograd.Function):
 
 class BatchInstanceNormFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, rho, weight, bias, running_mean, running_var, training, momentum, eps, num_batches_tracked):
+    def forward(ctx, x, rho, weight, bias, running_mean, running_var, training, momentum, eps, num_batches_tracked,
+                nan_policy):
         w = _ones_for_bias(weight, bias, (x.shape[1],), x)
         y, save_mean, save_rstd = F.batch_instance_norm_forward(x, rho, w, bias, running_mean, running_var, training,
-                                                                momentum, eps, num_batches_tracked=num_batches_tracked)
+                                                                momentum, eps, num_batches_tracked=num_batches_tracked,
+                                                                nan_policy=nan_policy)
         ctx.training, ctx.has_weight = bool(training), weight is not None
         ctx.save_for_backward(x, rho, w, save_mean, save_rstd)
         return y
@@ -242,17 +244,17 @@ class BatchInstanceNormFunction(torch.autograd.Function):
         dx, drho, dw, db = F.batch_instance_norm_backward(_grad_like(dy, x), x, save_mean,
                                                           tag_mode(save_rstd, ctx.training), rho, w)
         return (_want(ctx, 0, dx), _want(ctx, 1, drho), _want(ctx, 2, dw) if ctx.has_weight else None,
-                _want(ctx, 3, db)) + (None,) * 6
+                _want(ctx, 3, db)) + (None,) * 7
 
 
 class SwitchableNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, mean_weight, var_weight, weight, bias, running_mean, running_var, training, momentum, eps,
-                num_batches_tracked):
+                num_batches_tracked, nan_policy):
         w = _ones_for_bias(weight, bias, (x.shape[1],), x)
         y, save_mean, save_var, save_rstd = F.switchable_norm_forward(
             x, mean_weight, var_weight, w, bias, running_mean, running_var, training, momentum, eps,
-            num_batches_tracked=num_batches_tracked)
+            num_batches_tracked=num_batches_tracked, nan_policy=nan_policy)
         ctx.training, ctx.has_weight = bool(training), weight is not None
         ctx.save_for_backward(x, mean_weight, var_weight, w, save_mean, save_var, save_rstd)
         return y
@@ -264,7 +266,7 @@ class SwitchableNormFunction(torch.autograd.Function):
         dx, dmw, dvw, dw, db = F.switchable_norm_backward(_grad_like(dy, x), x, save_mean, save_var,
                                                           tag_mode(save_rstd, ctx.training), mw, vw, w)
         return (_want(ctx, 0, dx), _want(ctx, 1, dmw), _want(ctx, 2, dvw), _want(ctx, 3, dw) if ctx.has_weight else None,
-                _want(ctx, 4, db)) + (None,) * 6
+                _want(ctx, 4, db)) + (None,) * 7
 
 
 class WeightNormFunction(torch.autograd.Function):
@@ -306,12 +308,14 @@ def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None):
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,
-               num_batches_tracked=None, residual=None, activation=None, negative_slope=0.01):
+               num_batches_tracked=None, residual=None, activation=None, negative_slope=0.01, nan_policy="propagate"):
     """``torch.nn.functional.batch_norm`` (running statistics float32, updated in place when
     training), with the fused epilogue ``act(bn(x) + residual)`` as keyword options;
-    ``momentum=None`` with ``num_batches_tracked`` is the cumulative average."""
+    ``momentum=None`` with ``num_batches_tracked`` is the cumulative average;
+    ``nan_policy="skip"`` keeps the running statistics of channels whose batch statistics
+    are NaN/Inf (torch's behaviour is "propagate")."""
     return BatchNormFunction.apply(input, running_mean, running_var, weight, bias, training, momentum, eps,
-                                   num_batches_tracked, residual, activation, negative_slope)
+                                   num_batches_tracked, residual, activation, negative_slope, nan_policy)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, residual=None, activation=None,
@@ -321,24 +325,26 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, residual=
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
-                  momentum=0.1, eps=1e-5, *, residual=None, activation=None, negative_slope=0.01):
-    """``torch.nn.functional.instance_norm``, with the fused epilogue as keyword options."""
+                  momentum=0.1, eps=1e-5, *, residual=None, activation=None, negative_slope=0.01,
+                  nan_policy="propagate"):
+    """``torch.nn.functional.instance_norm``, with the fused epilogue and ``nan_policy`` (as
+    :func:`batch_norm`'s) as keyword options."""
     return InstanceNormFunction.apply(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
-                                      residual, activation, negative_slope)
+                                      residual, activation, negative_slope, nan_policy)
 
 
 def batch_instance_norm(input, rho, weight=None, bias=None, running_mean=None, running_var=None, training=False,
-                        momentum=0.1, eps=1e-5, *, num_batches_tracked=None):
+                        momentum=0.1, eps=1e-5, *, num_batches_tracked=None, nan_policy="propagate"):
     """Batch-Instance Norm (see :func:`normgen.batch_instance_norm_forward`)."""
     return BatchInstanceNormFunction.apply(input, rho, weight, bias, running_mean, running_var, training, momentum,
-                                           eps, num_batches_tracked)
+                                           eps, num_batches_tracked, nan_policy)
 
 
 def switchable_norm(input, mean_weight, var_weight, weight=None, bias=None, running_mean=None, running_var=None,
-                    training=False, momentum=0.1, eps=1e-5, *, num_batches_tracked=None):
+                    training=False, momentum=0.1, eps=1e-5, *, num_batches_tracked=None, nan_policy="propagate"):
     """Switchable Norm (see :func:`normgen.switchable_norm_forward`)."""
     return SwitchableNormFunction.apply(input, mean_weight, var_weight, weight, bias, running_mean, running_var,
-                                        training, momentum, eps, num_batches_tracked)
+                                        training, momentum, eps, num_batches_tracked, nan_policy)
 
 
 def weight_norm(v, g, dim=0):

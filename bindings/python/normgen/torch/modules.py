@@ -6,6 +6,11 @@ Each torch counterpart is subclassed, so constructor arguments, parameters, buff
 and CUDA) run torch's forward, so a converted model still accepts everything the
 original did. Modules without a torch counterpart (Batch-Instance Norm, Switchable Norm,
 the fused variants) follow torch's conventions.
+
+Modules with running statistics have one addition, the attribute ``nan_policy``
+(default "propagate", torch's behaviour): set it to "skip" (or pass ``nan_policy=`` to
+:func:`normgen.torch.convert_modules`) and a training batch whose statistics are NaN/Inf
+in a channel leaves that channel's running statistics as they were.
 """
 from __future__ import annotations
 
@@ -94,10 +99,12 @@ def _bn_call(m, input, residual=None, activation=None, negative_slope=0.01):
     with _Float32Stats(rm, rv) as (rm32, rv32):
         return NF.batch_norm(input, rm32, rv32, m.weight, m.bias, use_batch, m.momentum, m.eps,
                              num_batches_tracked=nbt, residual=residual, activation=activation,
-                             negative_slope=negative_slope)
+                             negative_slope=negative_slope, nan_policy=m.nan_policy)
 
 
 class _NormgenBatchNorm:
+    nan_policy = "propagate"  # see the module docstring
+
     def forward(self, input):
         self._check_input_dim(input)
         if not runs_on_normgen(input):
@@ -124,6 +131,8 @@ def _check_activation(activation):
 
 class _BatchNormAct:
     """BatchNorm with the fused epilogue ``act(bn(x) + residual)`` in its output pass."""
+
+    nan_policy = "propagate"
 
     def __init__(self, num_features, *args, activation="relu", negative_slope=0.01, **kwargs):
         super().__init__(num_features, *args, **kwargs)
@@ -153,13 +162,16 @@ class BatchNormAct3d(_BatchNormAct, nn.BatchNorm3d):
 # ---- InstanceNorm, GroupNorm ----------------------------------------------------------------
 
 class _NormgenInstanceNorm:
+    nan_policy = "propagate"
+
     def _apply_instance_norm(self, input):
         if not runs_on_normgen(input):
             return super()._apply_instance_norm(input)
         use_input_stats = self.training or not self.track_running_stats
         with _Float32Stats(self.running_mean, self.running_var) as (rm, rv):
             return NF.instance_norm(input, rm, rv, self.weight, self.bias, use_input_stats,
-                                    self.momentum if self.momentum is not None else 0.0, self.eps)
+                                    self.momentum if self.momentum is not None else 0.0, self.eps,
+                                    nan_policy=self.nan_policy)
 
 
 class InstanceNorm1d(_NormgenInstanceNorm, nn.InstanceNorm1d):
@@ -206,6 +218,8 @@ class _MixedNorm2d(nn.Module):
     """Shared state of the mixtures of BN with per-instance statistics: torch's BatchNorm
     arguments, parameters and buffers (weight, bias, running_mean, running_var,
     num_batches_tracked)."""
+
+    nan_policy = "propagate"  # see the module docstring
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None,
                  dtype=None):
@@ -262,7 +276,7 @@ class BatchInstanceNorm2d(_MixedNorm2d):
         use_batch, nbt = self._bn_state()
         with _Float32Stats(self.running_mean, self.running_var) as (rm, rv):
             return NF.batch_instance_norm(input, self.rho, self.weight, self.bias, rm, rv, use_batch, self.momentum,
-                                          self.eps, num_batches_tracked=nbt)
+                                          self.eps, num_batches_tracked=nbt, nan_policy=self.nan_policy)
 
 
 class SwitchableNorm2d(_MixedNorm2d):
@@ -281,4 +295,5 @@ class SwitchableNorm2d(_MixedNorm2d):
         use_batch, nbt = self._bn_state()
         with _Float32Stats(self.running_mean, self.running_var) as (rm, rv):
             return NF.switchable_norm(input, self.mean_weight, self.var_weight, self.weight, self.bias, rm, rv,
-                                      use_batch, self.momentum, self.eps, num_batches_tracked=nbt)
+                                      use_batch, self.momentum, self.eps, num_batches_tracked=nbt,
+                                      nan_policy=self.nan_policy)

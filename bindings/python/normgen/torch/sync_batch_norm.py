@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import _normgen
 from .._arrays import counter_pointer, opt_spec, spec
+from ..functional import _nan_policy
 from .functional import _grad_like, _no_double_backward, _ones_for_bias, _want, batch_norm
 from .modules import _Float32Stats, runs_on_normgen
 
@@ -48,13 +49,15 @@ def _raise_if_failed(error, counts):
 
 class SyncBatchNormFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, eps, momentum, num_batches_tracked, process_group):
+    def forward(ctx, x, weight, bias, running_mean, running_var, eps, momentum, num_batches_tracked, process_group,
+                nan_policy):
         if x.device.type != "cpu":
             raise TypeError(f"normgen SyncBatchNorm runs on CPU tensors (gloo); x is on {x.device}")
         if x.dim() < 2:
             raise ValueError(f"Expected x of shape (N, C) or (N, C, *spatial), but got {list(x.shape)}")
         C = x.shape[1]
         w = _ones_for_bias(weight, bias, (C,), x)
+        code = _nan_policy(nan_policy)  # (checked before the collective: every process passes the same)
         world, rank = dist.get_world_size(process_group), dist.get_rank(process_group)
         table = _f64((world, 1 + 2 * C))
         row = table[rank]
@@ -71,7 +74,8 @@ class SyncBatchNormFunction(torch.autograd.Function):
                                          opt_spec(w, "weight"), opt_spec(bias, "bias"),
                                          None if momentum is None else float(momentum), float(eps), spec(y, "y"),
                                          spec(save_mean, "save_mean"), spec(save_rstd, "save_rstd"),
-                                         counter_pointer(num_batches_tracked, "num_batches_tracked"))
+                                         counter_pointer(num_batches_tracked, "num_batches_tracked"),
+                                         code)
         ctx.process_group, ctx.has_weight = process_group, weight is not None
         ctx.save_for_backward(x, w, save_mean, save_rstd)
         return y
@@ -96,22 +100,26 @@ class SyncBatchNormFunction(torch.autograd.Function):
         _normgen.sync_batch_norm_backward(spec(x, "x"), spec(dy_scaled, "dy_scaled"), spec(save_mean, "save_mean"),
                                           spec(save_rstd, "save_rstd"), opt_spec(w, "weight"), sums.data_ptr(),
                                           sums.numel(), spec(dx, "dx"))
-        return (_want(ctx, 0, dx), _want(ctx, 1, dw) if ctx.has_weight else None, _want(ctx, 2, db)) + (None,) * 6
+        return (_want(ctx, 0, dx), _want(ctx, 1, dw) if ctx.has_weight else None, _want(ctx, 2, db)) + (None,) * 7
 
 
 def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, momentum=0.1, eps=1e-5, *,
-                    num_batches_tracked=None, process_group=None):
+                    num_batches_tracked=None, process_group=None, nan_policy="propagate"):
     """BatchNorm training over the batch of every process in ``process_group`` (default:
     the world). Running statistics (float32, optional) are updated in place with the
-    whole batch's statistics, identically on every process."""
+    whole batch's statistics, identically on every process (``nan_policy`` as
+    :func:`normgen.torch.functional.batch_norm`'s)."""
     return SyncBatchNormFunction.apply(input, weight, bias, running_mean, running_var, eps, momentum,
-                                       num_batches_tracked, process_group)
+                                       num_batches_tracked, process_group, nan_policy)
 
 
 class SyncBatchNorm(nn.SyncBatchNorm):
     """``torch.nn.SyncBatchNorm`` on normgen's kernels, for CPU tensors over any
     torch.distributed backend (gloo). Outside training, or without an initialized
-    process group of more than one process, it is BatchNorm."""
+    process group of more than one process, it is BatchNorm. ``nan_policy`` (attribute,
+    default "propagate"): see :class:`normgen.torch.BatchNorm2d`."""
+
+    nan_policy = "propagate"
 
     def forward(self, input):
         self._check_input_dim(input)
@@ -129,9 +137,9 @@ class SyncBatchNorm(nn.SyncBatchNorm):
         with _Float32Stats(rm, rv) as (rm32, rv32):
             if not sync:
                 return batch_norm(input, rm32, rv32, self.weight, self.bias, use_batch, self.momentum, self.eps,
-                                  num_batches_tracked=nbt)
+                                  num_batches_tracked=nbt, nan_policy=self.nan_policy)
             return sync_batch_norm(input, rm32, rv32, self.weight, self.bias, self.momentum, self.eps,
-                                   num_batches_tracked=nbt, process_group=pg)
+                                   num_batches_tracked=nbt, process_group=pg, nan_policy=self.nan_policy)
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
