@@ -89,7 +89,7 @@ case "$cmd" in
     env $(timing_env) PATH="$VENV/bin:$PATH" PYTHONPATH="$BUILD/python" "$VENV/bin/python" -m normgen.demo "$@" ;;
   test)
     do_build
-    PATH=$VENV/bin:$PATH ctest --test-dir "$BUILD" --output-on-failure -j 1 "$@" ;;
+    PATH=$VENV/bin:$PATH ctest --test-dir "$BUILD" --output-on-failure -j "$(nproc)" "$@" ;;
   bench)
     do_build
     env $(timing_env) PATH="$VENV/bin:$PATH" PYTHONPATH="$BUILD/python" "$VENV/bin/python" "$ROOT/bench/run_bench.py" --build "$BUILD" "$@" ;;
