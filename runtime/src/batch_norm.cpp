@@ -42,7 +42,7 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
     const int64_t C = call.channels();
     if (!training) {
         // The saved statistics of an inference forward are the running ones.
-        std::vector<float> rm(static_cast<size_t>(C)), rv(static_cast<size_t>(C));
+        std::pmr::vector<float> rm(static_cast<size_t>(C), call_memory()), rv(static_cast<size_t>(C), call_memory());
         s = copy_tensor(contiguous_like(*running_mean, rm.data()), *running_mean);
         if (s.ok()) s = copy_tensor(contiguous_like(*running_var, rv.data()), *running_var);
         for (int64_t c = 0; c < C; c++) rv[c] = static_cast<float>(1.0 / std::sqrt(double(rv[c]) + eps));
@@ -67,8 +67,8 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
         call.bind_channel(*running_var, "running_var", false);
     }
     s = call.run("batch_norm", "fwd",
-                 ChannelCall::variant(fused ? epilogue : nullptr, std::string("affine=") + (affine ? "1" : "0") +
-                                                                      ",training=" + (training ? "1" : "0")));
+                 ChannelCall::variant(fused ? epilogue : nullptr,
+                                      Variant().set("affine", affine).set("training", training)));
     if (!s.ok() || !updating) return s;
     return update_running_stats(nan_policy, *running_mean, *running_var, mean, var, per_channel, momentum,
                                 num_batches_tracked);
@@ -108,8 +108,8 @@ Status batch_norm_backward(const TensorView &dy, const TensorView &x, const Tens
     call.bind_channel(save_rstd, "rstd", false);
     const bool w = call.bind_backward_params(weight, bias, dweight, dbias, fused ? epilogue : nullptr);
     s = call.run("batch_norm", "bwd",
-                 ChannelCall::variant(fused ? epilogue : nullptr, std::string("has_weight=") + (w ? "1" : "0") +
-                                                                      ",training=" + (training ? "1" : "0")));
+                 ChannelCall::variant(fused ? epilogue : nullptr,
+                                      Variant().set("has_weight", w).set("training", training)));
     if (s.ok() && !fused && dresidual) s = copy_tensor(*dresidual, dy);  // no activation: dz = dy
     return s;
 }

@@ -41,7 +41,7 @@ Status ChannelCall::check_like_x(const TensorView &t, const char *name) const {
     if (!(s = check_same_device(t, name, x_)).ok()) return s;
     s = check_dtype(t, name, x_.dtype);
     if (!s.ok()) return s;
-    return check_same_shape(t, name, x_.sizes(), "the shape of x");
+    return check_same_shape(t, name, x_, "the shape of x");
 }
 
 Status ChannelCall::check_per_channel(const TensorView *t, const char *name, bool float32) const {
@@ -102,7 +102,7 @@ float *ChannelCall::bind_channel_stat(const TensorView *t, const char *arg) {
         bind_channel(*t, arg, true);
         return static_cast<float *>(t->data);
     }
-    std::vector<float> &scratch = stats_.emplace_back(static_cast<size_t>(channels_));
+    std::pmr::vector<float> &scratch = stats_.emplace_back(static_cast<size_t>(channels_));
     Bound &b = new_bound(arg, -1);
     if (t) {  // a strided (or CUDA) statistics output: computed in scratch, copied back
         b.out_view = t;
@@ -118,7 +118,7 @@ const TensorView &ChannelCall::constant_channel(float value) {
 }
 
 const TensorView &ChannelCall::scratch_like_x() {
-    TensorView &v = views_.emplace_back(TensorView::contiguous(nullptr, x_.dtype, x_.sizes()));
+    TensorView &v = views_.emplace_back(contiguous_like(x_, nullptr));
     v.data = staging_.alloc(v);
     return v;
 }
@@ -222,20 +222,9 @@ bool ChannelCall::bind_backward_params(const TensorView *weight, const TensorVie
     return true;
 }
 
-std::string ChannelCall::variant(const Epilogue *fused, const std::string &rest) {
-    if (!fused) return rest;
-    // Keys sorted: add_residual < affine < epilogue < has_weight < training.
-    std::string head = std::string("add_residual=") + (fused->residual ? "1" : "0");
-    std::string out = head, tail = rest;
-    // Insert epilogue=1 after any key that sorts before it (affine=...).
-    if (tail.rfind("affine=", 0) == 0) {
-        const size_t comma = tail.find(',');
-        out += "," + tail.substr(0, comma) + ",epilogue=1";
-        tail = comma == std::string::npos ? "" : tail.substr(comma + 1);
-    } else {
-        out += ",epilogue=1";
-    }
-    return tail.empty() ? out : out + "," + tail;
+Variant ChannelCall::variant(const Epilogue *fused, Variant rest) {
+    if (fused) rest.set("add_residual", fused->residual != nullptr).set("epilogue", true);
+    return rest;
 }
 
 void *ChannelCall::bind_vector(const TensorView *t, const char *arg, int64_t extent, DType dtype, bool output) {
@@ -264,7 +253,7 @@ void ChannelCall::bind_scalar(const char *arg, float v) {
     args_.scalar(arg, &scalars_.back());
 }
 
-Status ChannelCall::run(const char *op, const char *dir, const std::string &variant) {
+Status ChannelCall::run(const char *op, const char *dir, const Variant &variant) {
     const char *layout = unit_dim_ == 0 ? "nchw" : unit_dim_ == 1 ? "nhwc" : "strided";
     if (!params_unit_) layout = "strided";
     std::string why;
@@ -275,7 +264,7 @@ Status ChannelCall::run(const char *op, const char *dir, const std::string &vari
         return type_error(std::string(op) + ": CUDA tensor '" + device_problem_ +
                           "' has strides the kernels cannot take; make it contiguous (CUDA calls copy nothing)");
     const Selection sel = select_kernel(
-        {op, dir, x_.dtype, variant, layout, {batch_, channels_, spatial_}, x_.device, x_.device_index}, &why);
+        {op, dir, x_.dtype, variant.c_str(), layout, {batch_, channels_, spatial_}, x_.device, x_.device_index}, &why);
     const Kernel *k = sel.kernel;
     if (!k) return Status(Status::Code::runtime_error, why);
     if (cuda && !cuda_device_usable(x_.device_index, &why))

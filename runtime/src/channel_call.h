@@ -67,13 +67,13 @@ public:
     // bound. `per_sample_sums`: GroupNorm's channel_sums outputs go with the weight.
     bool bind_backward_params(const TensorView *weight, const TensorView *bias, const TensorView *dweight,
                               const TensorView *dbias, const Epilogue *fused, bool per_sample_sums = false);
-    // The variant keys a fused kernel adds ("add_residual=0|1,...epilogue=1"), sorted
-    // into `rest` (the op's own "k=v,..." keys).
-    static std::string variant(const Epilogue *fused, const std::string &rest);
+    // The op's variant `rest` plus the keys a fused kernel adds (add_residual=0|1,
+    // epilogue=1) when `fused`.
+    static Variant variant(const Epilogue *fused, Variant rest);
     // A float32 per-(channel, sample) scratch output of group kernels.
     void bind_channel_scratch(const char *arg);
 
-    Status run(const char *op, const char *dir, const std::string &variant);
+    Status run(const char *op, const char *dir, const Variant &variant);
 
 private:
     struct Bound {
@@ -95,12 +95,13 @@ private:
     // The layout every bound tensor shares: 0 = s unit-stride (nchw), 1 = c (nhwc), -1 = other.
     int unit_dim_ = -2;
     bool params_unit_ = true;
-    std::deque<Bound> bound_;
-    std::deque<float> scalars_;
-    std::deque<int32_t> ints_;
+    // (From the thread's call pool: a steady call allocates nothing.)
+    std::pmr::deque<Bound> bound_{call_memory()};
+    std::pmr::deque<float> scalars_{call_memory()};
+    std::pmr::deque<int32_t> ints_{call_memory()};
     int32_t groups_arg_ = 0;
-    std::deque<TensorView> views_;
-    std::deque<std::vector<float>> stats_;
+    std::pmr::deque<TensorView> views_{call_memory()};
+    std::pmr::deque<std::pmr::vector<float>> stats_{call_memory()};
     Staging staging_;
     Args args_;
 };

@@ -3,6 +3,7 @@
 #include "channel_call.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace normgen {
@@ -59,7 +60,7 @@ private:
         if (!collapse_range(t, 0, d < 0 ? 0 : d, &n, &ns) || !collapse_range(t, d < 0 ? 0 : d + 1, t.rank, &s, &ss))
             return false;
         const int64_t c = d < 0 ? 1 : t.shape[d], cs = d < 0 ? 1 : t.strides[d];
-        view_ = TensorView::strided(t.data, t.dtype, {n, c, s}, {ns, cs, ss});
+        view_ = strided_view(t.data, t.dtype, {n, c, s}, {ns, cs, ss});
         view_.device = orig_.device;  // (a staged copy of a CUDA tensor is refused: check_device)
         view_.device_index = orig_.device_index;
         return true;
@@ -108,7 +109,7 @@ Status weight_norm_forward(const TensorView &v, const TensorView &g, std::option
     Status s;
     if (!(s = check_tensor(v, "v")).ok() || !(s = resolve_dim(v, dim, &d)).ok() || !(s = check_g(g, "g", v, d)).ok() ||
         !(s = check_tensor(w, "w")).ok() || !(s = check_dtype(w, "w", v.dtype)).ok() ||
-        !(s = check_same_shape(w, "w", v.sizes(), "the shape of v")).ok())
+        !(s = check_same_shape(w, "w", v, "the shape of v")).ok())
         return s;
     const int64_t count = d ? v.shape[*d] : 1;
     if (norm && !(s = check_stats(*norm, "norm", count, "one per index along dim")).ok()) return s;
@@ -136,11 +137,11 @@ Status weight_norm_backward(const TensorView &dw, const TensorView &v, const Ten
     Status s;
     if (!(s = check_tensor(v, "v")).ok() || !(s = resolve_dim(v, dim, &d)).ok() || !(s = check_g(g, "g", v, d)).ok() ||
         !(s = check_tensor(dw, "dw")).ok() || !(s = check_dtype(dw, "dw", v.dtype)).ok() ||
-        !(s = check_same_shape(dw, "dw", v.sizes(), "the shape of v")).ok() ||
+        !(s = check_same_shape(dw, "dw", v, "the shape of v")).ok() ||
         !(s = check_tensor(dv, "dv")).ok() || !(s = check_dtype(dv, "dv", v.dtype)).ok() ||
-        !(s = check_same_shape(dv, "dv", v.sizes(), "the shape of v")).ok() ||
+        !(s = check_same_shape(dv, "dv", v, "the shape of v")).ok() ||
         !(s = check_tensor(dg, "dg")).ok() || !(s = check_dtype(dg, "dg", v.dtype)).ok() ||
-        !(s = check_same_shape(dg, "dg", g.sizes(), "the shape of g")).ok())
+        !(s = check_same_shape(dg, "dg", g, "the shape of g")).ok())
         return s;
     const int64_t count = d ? v.shape[*d] : 1;
     if (!(s = check_stats(norm, "norm", count, "one per index along dim")).ok()) return s;
@@ -182,7 +183,7 @@ Status fold_batch_norm(const TensorView &w, const TensorView *b, const TensorVie
         !(s = call.check_per_channel(gamma, "gamma", false)).ok() ||
         !(s = call.check_per_channel(beta, "beta", false)).ok() || !(s = check_eps(eps)).ok() ||
         !(s = check_tensor(w_out, "w_out")).ok() || !(s = check_dtype(w_out, "w_out", w.dtype)).ok() ||
-        !(s = check_same_shape(w_out, "w_out", w.sizes(), "the shape of w")).ok() ||
+        !(s = check_same_shape(w_out, "w_out", w, "the shape of w")).ok() ||
         !(s = call.check_per_channel(&b_out, "b_out", false)).ok())
         return s;
     // w_out may be w itself (in place: each element is read once, then written).
@@ -210,8 +211,8 @@ namespace {
 
 struct ChunkStats {
     int64_t count = 0;
-    std::vector<double> mean;
-    std::vector<float> m2, min, max;
+    std::pmr::vector<double> mean{call_memory()};
+    std::pmr::vector<float> m2{call_memory()}, min{call_memory()}, max{call_memory()};
 };
 
 Status check_samples(const TensorView &x, const char *name, int64_t features) {
@@ -229,7 +230,7 @@ Status check_samples(const TensorView &x, const char *name, int64_t features) {
 // (n_samples, n_features) as (n = 1, c = feature, s = sample): row-major arrays get the
 // channels-last kernels, column-major ones the NCHW kernels, others the strided ones.
 TensorView feature_view(const TensorView &x) {
-    TensorView v = TensorView::strided(x.data, x.dtype, {1, x.shape[1], x.shape[0]}, {0, x.strides[1], x.strides[0]});
+    TensorView v = strided_view(x.data, x.dtype, {1, x.shape[1], x.shape[0]}, {0, x.strides[1], x.strides[0]});
     v.device = x.device;
     v.device_index = x.device_index;
     return v;
@@ -258,21 +259,27 @@ Status chunk_stats(const TensorView &x_in, int64_t features, ChunkStats *out) {
     return s;
 }
 
+// y = (x - center) * scale + shift per feature; center/scale/shift: `features` values
+// each, or fn(i) giving value i.
+template <typename Center, typename Scale, typename Shift>
 Status affine(const TensorView &x_in, const char *xname, const TensorView &y_in, const char *yname,
-              int64_t features, const std::vector<double> &center, const std::vector<double> &scale,
-              const std::vector<double> &shift) {
+              int64_t features, const Center &center, const Scale &scale, const Shift &shift) {
     if (features < 0) return invalid("This scaler is not fitted yet: call fit or partial_fit first");
     Status s = check_samples(x_in, xname, features);
     if (!s.ok() || !(s = check_tensor(y_in, yname)).ok() || !(s = check_dtype(y_in, yname, x_in.dtype)).ok() ||
-        !(s = check_same_shape(y_in, yname, x_in.sizes(), (std::string("the shape of ") + xname).c_str())).ok() ||
+        !(s = check_same_shape(y_in, yname, x_in, !std::strcmp(xname, "x") ? "the shape of x" : "the shape of y")).ok() ||
         !(s = check_same_device(y_in, yname, x_in)).ok())
         return s;
     if (x_in.data != y_in.data && overlaps(x_in, y_in)) return invalid(std::string(yname) + " overlaps " + xname);
     const TensorView x = feature_view(x_in), y = feature_view(y_in);
     if (x.numel() == 0) return s;
-    std::vector<float> p[3];
-    const std::vector<double> *src[3] = {&center, &scale, &shift};
-    for (int i = 0; i < 3; i++) p[i].assign(src[i]->begin(), src[i]->end());
+    std::pmr::vector<float> p[3] = {std::pmr::vector<float>(call_memory()), std::pmr::vector<float>(call_memory()),
+                                    std::pmr::vector<float>(call_memory())};
+    for (int64_t i = 0; i < features; i++) {
+        p[0].push_back(static_cast<float>(center(i)));
+        p[1].push_back(static_cast<float>(scale(i)));
+        p[2].push_back(static_cast<float>(shift(i)));
+    }
     TensorView pv[3];
     for (int i = 0; i < 3; i++) pv[i] = TensorView::contiguous(p[i].data(), DType::f32, {features});
     ChannelCall call(x);
@@ -313,6 +320,18 @@ Status ZScore::partial_fit(const TensorView &x) {
     return s;
 }
 
+namespace {
+// (The transforms' per-feature values, computed in place: a call allocates nothing.)
+double zscore_scale(const std::vector<double> &m2, int64_t count, size_t i) {
+    const double v = count ? m2[i] / double(count) : 0.0;
+    return v > 0 ? std::sqrt(v) : 1.0;
+}
+double minmax_scale(double lo, double hi, double dmin, double dmax) {
+    const double r = dmax - dmin;
+    return (hi - lo) / (r != 0 ? r : 1.0);
+}
+}  // namespace
+
 std::vector<double> ZScore::var() const {
     std::vector<double> v(mean_.size(), 0.0);
     for (size_t i = 0; i < v.size() && count_; i++) v[i] = m2_[i] / double(count_);
@@ -320,20 +339,19 @@ std::vector<double> ZScore::var() const {
 }
 
 std::vector<double> ZScore::scale() const {
-    std::vector<double> v = var();
-    for (double &e : v) e = e > 0 ? std::sqrt(e) : 1.0;
+    std::vector<double> v(mean_.size());
+    for (size_t i = 0; i < v.size(); i++) v[i] = zscore_scale(m2_, count_, i);
     return v;
 }
 
 Status ZScore::transform(const TensorView &x, const TensorView &y) const {
-    std::vector<double> inv = scale(), zero(mean_.size(), 0.0);
-    for (double &e : inv) e = 1.0 / e;
-    return affine(x, "x", y, "y", count_ ? n_features() : -1, mean_, inv, zero);
+    return affine(x, "x", y, "y", count_ ? n_features() : -1, [&](int64_t i) { return mean_[i]; },
+                  [&](int64_t i) { return 1.0 / zscore_scale(m2_, count_, i); }, [](int64_t) { return 0.0; });
 }
 
 Status ZScore::inverse_transform(const TensorView &y, const TensorView &x) const {
-    std::vector<double> zero(mean_.size(), 0.0);
-    return affine(y, "y", x, "x", count_ ? n_features() : -1, zero, scale(), mean_);
+    return affine(y, "y", x, "x", count_ ? n_features() : -1, [](int64_t) { return 0.0; },
+                  [&](int64_t i) { return zscore_scale(m2_, count_, i); }, [&](int64_t i) { return mean_[i]; });
 }
 
 Status MinMax::fit(const TensorView &x) {
@@ -369,8 +387,8 @@ std::vector<double> MinMax::data_range() const {
 }
 
 std::vector<double> MinMax::scale() const {
-    std::vector<double> r = data_range();
-    for (double &e : r) e = (hi_ - lo_) / (e != 0 ? e : 1.0);
+    std::vector<double> r(data_min_.size());
+    for (size_t i = 0; i < r.size(); i++) r[i] = minmax_scale(lo_, hi_, data_min_[i], data_max_[i]);
     return r;
 }
 
@@ -383,14 +401,15 @@ std::vector<double> MinMax::min() const {
 // y = (x - data_min) * scale + lo: the subtraction first (as every normgen affine map),
 // equal to scikit-learn's x * scale + min up to rounding.
 Status MinMax::transform(const TensorView &x, const TensorView &y) const {
-    std::vector<double> lo(data_min_.size(), lo_);
-    return affine(x, "x", y, "y", count_ ? n_features() : -1, data_min_, scale(), lo);
+    return affine(x, "x", y, "y", count_ ? n_features() : -1, [&](int64_t i) { return data_min_[i]; },
+                  [&](int64_t i) { return minmax_scale(lo_, hi_, data_min_[i], data_max_[i]); },
+                  [&](int64_t) { return lo_; });
 }
 
 Status MinMax::inverse_transform(const TensorView &y, const TensorView &x) const {
-    std::vector<double> lo(data_min_.size(), lo_), inv = scale();
-    for (double &e : inv) e = 1.0 / e;
-    return affine(y, "y", x, "x", count_ ? n_features() : -1, lo, inv, data_min_);
+    return affine(y, "y", x, "x", count_ ? n_features() : -1, [&](int64_t) { return lo_; },
+                  [&](int64_t i) { return 1.0 / minmax_scale(lo_, hi_, data_min_[i], data_max_[i]); },
+                  [&](int64_t i) { return data_min_[i]; });
 }
 
 }  // namespace normgen

@@ -44,8 +44,11 @@ void detach_device_buffers(const std::vector<CallBuffer> &bufs);
 Status with_host_copy(const TensorView &t, bool read, bool write, const std::function<Status(const TensorView &)> &f);
 
 // f on t itself (a CPU tensor) or on a host copy of it, written back (a CUDA tensor).
-inline Status with_host_view(const TensorView &t, const std::function<Status(const TensorView &)> &f) {
-    return t.device == Device::cuda ? with_host_copy(t, true, true, f) : f(t);
+// (A template: a CPU call wraps nothing in a std::function, so allocates nothing.)
+template <typename F>
+Status with_host_view(const TensorView &t, const F &f) {
+    if (t.device != Device::cuda) return f(t);
+    return with_host_copy(t, true, true, std::function<Status(const TensorView &)>(f));
 }
 
 }  // namespace normgen::detail

@@ -25,7 +25,7 @@ Status check_group_stats(const TensorView *t, const char *name, int64_t count) {
 // The kernels' call; `stats` (mean, rstd, var) pointers receive per-(n, g) values.
 Status group_norm_call(const TensorView &x, int64_t groups, const TensorView *weight, const TensorView *bias,
                        double eps, const TensorView &y, const TensorView *mean, const TensorView *rstd,
-                       std::vector<float> *var_out, const Epilogue *epilogue) {
+                       std::pmr::vector<float> *var_out, const Epilogue *epilogue) {
     ChannelCall call(x);
     Status s = call.check_x();
     if (!s.ok()) return s;
@@ -41,7 +41,7 @@ Status group_norm_call(const TensorView &x, int64_t groups, const TensorView *we
     call.bind_stat_2d(rstd, "stats.1", groups, call.batch(), true);
     float *var = call.bind_stat_2d(nullptr, "stats.2", groups, call.batch(), true);
     s = call.run("group_norm", "fwd",
-                 ChannelCall::variant(fused ? epilogue : nullptr, std::string("affine=") + (affine ? "1" : "0")));
+                 ChannelCall::variant(fused ? epilogue : nullptr, Variant().set("affine", affine)));
     if (s.ok() && var_out) var_out->assign(var, var + groups * call.batch());
     return s;
 }
@@ -64,7 +64,7 @@ Status group_norm_grad_call(const TensorView &dy, const TensorView &x, const Ten
     call.bind_stat_2d(&rstd, "rstd", groups, call.batch(), false);
     const bool w = call.bind_backward_params(weight, bias, dweight, dbias, fused ? epilogue : nullptr, true);
     s = call.run("group_norm", "bwd",
-                 ChannelCall::variant(fused ? epilogue : nullptr, std::string("has_weight=") + (w ? "1" : "0")));
+                 ChannelCall::variant(fused ? epilogue : nullptr, Variant().set("has_weight", w)));
     if (s.ok() && !fused && dresidual) s = copy_tensor(*dresidual, dy);  // no activation: dz = dy
     return s;
 }
@@ -162,7 +162,7 @@ Status instance_norm_forward(const TensorView &x, const TensorView *running_mean
     };
     if (!use_input_stats) {
         // The running statistics normalize every instance: BatchNorm's inference kernel.
-        std::vector<float> rstd(C);
+        std::pmr::vector<float> rstd(static_cast<size_t>(C), call_memory());
         for (int64_t c = 0; c < C; c++) rstd[c] = static_cast<float>(1.0 / std::sqrt(double(at(*running_var, c)) + eps));
         for (int64_t n = 0; n < N; n++)
             for (int64_t c = 0; c < C; c++) {
@@ -172,7 +172,7 @@ Status instance_norm_forward(const TensorView &x, const TensorView *running_mean
         return batch_norm_forward(x, running_mean, running_var, weight, bias, false, 0.0, eps, y, nullptr, nullptr,
                                   nullptr, epilogue);
     }
-    std::vector<float> mean_scratch, var;
+    std::pmr::vector<float> mean_scratch(call_memory()), var(call_memory());
     TensorView mean_view;
     const TensorView *mean = save_mean;
     if (updating && !mean) {
@@ -213,7 +213,7 @@ Status instance_norm_backward(const TensorView &dy, const TensorView &x, const T
     if (!(s = check_group_stats(&save_mean, "save_mean", call.batch() * C)).ok() ||
         !(s = check_group_stats(&save_rstd, "save_rstd", call.batch() * C)).ok())
         return s;
-    std::vector<float> m(C), r(C);
+    std::pmr::vector<float> m(static_cast<size_t>(C), call_memory()), r(static_cast<size_t>(C), call_memory());
     for (int64_t c = 0; c < C && call.batch() > 0; c++) {
         int64_t e, st;
         collapse_1d(save_mean, &e, &st);

@@ -42,7 +42,7 @@ bool verbose_dispatch() {
     return on;
 }
 
-thread_local std::string t_last_kernel;
+thread_local std::array<char, 256> t_last_kernel{};  // (a copy: no allocation per call)
 
 // The call's shape joined with 'x' ("8192x1024"), as kernels tuned for a shape name it.
 std::string shape_text(const std::vector<int64_t> &shape) {
@@ -52,13 +52,13 @@ std::string shape_text(const std::vector<int64_t> &shape) {
 }
 
 // Whether `text` ("8192x1024") names `shape`, without building the string.
-bool same_shape(const char *text, const std::vector<int64_t> &shape) {
-    for (size_t d = 0; d < shape.size(); d++) {
+bool same_shape(const char *text, const Dims &shape) {
+    for (size_t d = 0; d < shape.n; d++) {
         if (d > 0 && *text++ != 'x') return false;
         if (*text < '0' || *text > '9') return false;
         int64_t v = 0;
         while (*text >= '0' && *text <= '9') v = v * 10 + (*text++ - '0');
-        if (v != shape[d]) return false;
+        if (v != shape.d[d]) return false;
     }
     return *text == 0;
 }
@@ -160,6 +160,37 @@ void for_each_kernel_locked(F &&f) {
     for (const Kernel &k : kernel_table()) f(k);
 }
 
+Variant &Variant::set(const char *key, bool value) {
+    for (size_t i = 0; i < count_; i++)
+        if (!std::strcmp(keys_[i].first, key)) {
+            keys_[i].second = value;
+            return *this;
+        }
+    if (count_ < kMaxKeys) keys_[count_++] = {key, value};  // (more keys than any kernel has)
+    return *this;
+}
+
+const char *Variant::c_str() const {
+    if (literal_ && count_ == 0) return literal_;
+    std::array<std::pair<const char *, bool>, kMaxKeys> sorted = keys_;
+    std::sort(sorted.begin(), sorted.begin() + count_,
+              [](const auto &a, const auto &b) { return std::strcmp(a.first, b.first) < 0; });
+    size_t at = 0;
+    text_[0] = 0;
+    for (size_t i = 0; i < count_ && at < text_.size(); i++) {
+        const int n = std::snprintf(text_.data() + at, text_.size() - at, "%s%s=%c", i ? "," : "", sorted[i].first,
+                                    sorted[i].second ? '1' : '0');
+        if (n < 0) break;
+        at += static_cast<size_t>(n);
+    }
+    return text_.data();
+}
+
+Dims::Dims(std::initializer_list<int64_t> sizes) {
+    for (int64_t v : sizes)
+        if (n < d.size()) d[n++] = v;
+}
+
 Selection select_kernel(const Request &req, std::string *why) {
     Selection sel{nullptr, std::shared_lock<std::shared_mutex>(g_registry_mu)};
     const Kernel *best = nullptr;
@@ -172,7 +203,7 @@ Selection select_kernel(const Request &req, std::string *why) {
     for_each_kernel_locked([&](const Kernel &k) {
         const KernelInfo &i = k.info;
         if (std::strcmp(i.op, req.op) || std::strcmp(i.dir, req.dir) || std::strcmp(i.dtype, dtype) ||
-            req.variant != i.variant || std::strcmp(i.target, target))
+            std::strcmp(req.variant, i.variant) || std::strcmp(i.target, target))
             return;
         const bool generic = std::strcmp(i.layout, "strided") == 0;
         const bool shaped = *i.shape != 0, tuned = *i.schedule != 0;
@@ -185,7 +216,7 @@ Selection select_kernel(const Request &req, std::string *why) {
                 if (!layout_ok)
                     skipped += std::string("is for the ") + i.layout + " layout, the call's is " + req.layout;
                 else if (!shape_ok)
-                    skipped += std::string("tuned for shape ") + i.shape + ", the call's is " + shape_text(req.shape);
+                    skipped += std::string("tuned for shape ") + i.shape + ", the call's is " + shape_text(req.shape.vec());
                 else
                     skipped += "tuned for " + std::to_string(i.threads) + " thread(s), the call runs on " +
                                std::to_string(threads);
@@ -206,12 +237,12 @@ Selection select_kernel(const Request &req, std::string *why) {
     });
     if (!best) {
         *why = "no " + std::string(target) + " kernel in the kernel list for " +
-               describe(req.op, req.dir, req.dtype, req.shape, req.layout) + " (variant " + req.variant + ")";
+               describe(req.op, req.dir, req.dtype, req.shape.vec(), req.layout) + " (variant " + req.variant + ")";
         return sel;
     }
-    t_last_kernel = best->info.name;
+    std::snprintf(t_last_kernel.data(), t_last_kernel.size(), "%s", best->info.name);
     if (verbose)
-        std::fprintf(stderr, "normgen: %s -> %s%s\n", describe(req.op, req.dir, req.dtype, req.shape, req.layout).c_str(),
+        std::fprintf(stderr, "normgen: %s -> %s%s\n", describe(req.op, req.dir, req.dtype, req.shape.vec(), req.layout).c_str(),
                      best->info.name, skipped.c_str());
     sel.kernel = best;
     return sel;
@@ -266,7 +297,7 @@ std::vector<KernelInfo> kernels() {
     return v;
 }
 
-const char *last_kernel() { return detail::t_last_kernel.c_str(); }
+const char *last_kernel() { return detail::t_last_kernel.data(); }
 
 namespace {
 int default_threads() {

@@ -8,6 +8,7 @@
 #include <HalideRuntime.h>
 
 #include <array>
+#include <memory_resource>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -46,16 +47,42 @@ private:
     size_t count_ = 0;
 };
 
+// A kernel variant as the table spells it, "k=v,k=v" with keys sorted, built in place
+// (no allocation): Variant().set("has_weight", w).set("has_bias", b), or from text
+// that is already in that form.
+class Variant {
+public:
+    Variant() = default;
+    Variant(const char *sorted_text) : literal_(sorted_text) {}  // NOLINT: literals convert
+    Variant &set(const char *key, bool value);
+    const char *c_str() const;
+
+private:
+    static constexpr size_t kMaxKeys = 8;
+    const char *literal_ = nullptr;
+    std::array<std::pair<const char *, bool>, kMaxKeys> keys_{};
+    size_t count_ = 0;
+    mutable std::array<char, 160> text_{};
+};
+
+// A problem's shape, up to 4 sizes, held in place.
+struct Dims {
+    std::array<int64_t, 4> d{};
+    size_t n = 0;
+    Dims(std::initializer_list<int64_t> sizes);
+    std::vector<int64_t> vec() const { return std::vector<int64_t>(d.begin(), d.begin() + n); }
+};
+
 // What a call needs from a kernel.
 struct Request {
     const char *op;
     const char *dir;
     DType dtype;
-    std::string variant;  // "k=v,k=v" sorted by key, as in the table
+    const char *variant;  // "k=v,k=v" sorted by key, as in the table
     const char *layout;   // the layout every buffer has (contig, nchw, nhwc) or "strided"
     // The problem's shape: (rows, cols) or (N, C, spatial); kernels tuned for a shape
     // match it joined with 'x'.
-    std::vector<int64_t> shape;
+    Dims shape;
     Device device = Device::cpu;  // cpu: the "cpu" kernels; cuda: the "cuda" kernels on device_index
     int device_index = 0;
 };
@@ -77,9 +104,12 @@ Selection select_kernel(const Request &req, std::string *why);
 Status run_kernel(const Kernel &k, const Args &args, int device_index = 0);
 
 // Halide's scratch allocator in every runtime normgen hooks (scratch.cpp): freed
-// blocks are kept per thread for the next call.
+// blocks are kept for the next call.
 void *scratch_malloc(void *user_context, size_t size);
 void scratch_free(void *user_context, void *ptr);
+// The calling thread's pool for a call's host bookkeeping (argument records, small
+// host vectors): freed chunks are kept, so steady calls allocate nothing.
+std::pmr::memory_resource *call_memory();
 
 // select_kernel, then run_kernel.
 Status dispatch(const Request &req, const Args &args);

@@ -4,6 +4,7 @@
 #include "channel_call.h"
 #include "cuda_device.h"
 
+#include <array>
 #include <cmath>
 #include <functional>
 #include <vector>
@@ -31,8 +32,9 @@ Status check_logits(const TensorView *t, const char *name, DType dtype) {
 }
 
 // A view into t's memory, on t's device.
-TensorView part_of(const TensorView &t, void *data, std::vector<int64_t> shape, std::vector<int64_t> strides) {
-    TensorView v = TensorView::strided(data, DType::f32, shape, strides);
+TensorView part_of(const TensorView &t, void *data, std::initializer_list<int64_t> shape,
+                   std::initializer_list<int64_t> strides) {
+    TensorView v = strided_view(data, DType::f32, shape, strides);
     v.device = t.device;
     v.device_index = t.device_index;
     return v;
@@ -58,7 +60,8 @@ void store_block(const TensorView &h, const float *src, int64_t rows, int64_t co
 
 // Fill a packed saved-statistics tensor (CPU, or CUDA through a host copy) with `fill`,
 // which gets a host view of it.
-Status pack(const TensorView *t, const std::function<void(const TensorView &)> &fill) {
+template <typename Fill>
+Status pack(const TensorView *t, const Fill &fill) {
     if (!t) return Status::OK();
     return with_host_view(*t, [&](const TensorView &h) {
         fill(h);
@@ -67,17 +70,17 @@ Status pack(const TensorView *t, const std::function<void(const TensorView &)> &
 }
 
 // A per-channel float32 tensor (CPU or CUDA) as a host vector.
-Status host_vector(const TensorView &t, std::vector<float> *out) {
+Status host_vector(const TensorView &t, std::pmr::vector<float> *out) {
     out->assign(static_cast<size_t>(t.numel()), 0.0f);
     return copy_tensor(contiguous_like(t, out->data()), t);
 }
 
 // The BN part's arguments: its batch statistics as `n_stats` per-channel outputs
 // bn_stats.0.. (training; returned), or the running statistics as inputs.
-std::vector<float *> bind_bn_part(ChannelCall &call, bool training, int n_stats, const TensorView *running_mean,
-                                  const TensorView *running_var) {
+std::array<float *, 3> bind_bn_part(ChannelCall &call, bool training, int n_stats, const TensorView *running_mean,
+                                    const TensorView *running_var) {
     static const char *names[] = {"bn_stats.0", "bn_stats.1", "bn_stats.2"};
-    std::vector<float *> out(3, nullptr);
+    std::array<float *, 3> out{};
     if (training) {
         for (int i = 0; i < n_stats; i++) out[i] = call.bind_channel_stat(nullptr, names[i]);
     } else {
@@ -102,19 +105,21 @@ Status check_forward_args(const ChannelCall &call, const TensorView *weight, con
     return call.check_like_x(y, "y");
 }
 
-using Named = std::vector<std::pair<const TensorView *, const char *>>;
-
 // Running statistics are outputs when updated (training), inputs otherwise.
 Status check_forward_overlap(bool updating, const TensorView *running_mean, const TensorView *running_var,
                              Named outputs, Named inputs) {
-    outputs.push_back({updating ? running_mean : nullptr, "running_mean"});
-    outputs.push_back({updating ? running_var : nullptr, "running_var"});
-    inputs.push_back({updating ? nullptr : running_mean, "running_mean"});
-    inputs.push_back({updating ? nullptr : running_var, "running_var"});
-    return check_no_overlap(outputs, inputs);
+    std::array<NamedTensor, 8> outs{}, ins{};
+    if (outputs.size() + 2 > outs.size() || inputs.size() + 2 > ins.size())
+        return invalid("internal: too many tensors for the overlap check");
+    std::copy(outputs.begin(), outputs.end(), outs.begin());
+    std::copy(inputs.begin(), inputs.end(), ins.begin());
+    size_t no = outputs.size(), ni = inputs.size();
+    outs[no++] = {updating ? running_mean : nullptr, "running_mean"};
+    outs[no++] = {updating ? running_var : nullptr, "running_var"};
+    ins[ni++] = {updating ? nullptr : running_mean, "running_mean"};
+    ins[ni++] = {updating ? nullptr : running_var, "running_var"};
+    return check_no_overlap(outs.data(), no, ins.data(), ni);
 }
-
-const char *flag(bool b) { return b ? "1" : "0"; }
 
 }  // namespace
 
@@ -141,7 +146,7 @@ Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, c
                               {{&y, "y"}, {save_mean, "save_mean"}, {save_rstd, "save_rstd"}},
                               {{&x, "x"}, {&rho, "rho"}, {weight, "weight"}, {bias, "bias"}});
     if (!s.ok()) return s;
-    std::vector<float> run_mean, run_rstd;  // inference: the BN part's saved statistics are the running ones
+    std::pmr::vector<float> run_mean(call_memory()), run_rstd(call_memory());  // inference: the BN part's saved statistics are the running ones
     if (!training) {
         if (!(s = host_vector(*running_mean, &run_mean)).ok() || !(s = host_vector(*running_var, &run_rstd)).ok())
             return s;
@@ -158,9 +163,9 @@ Status batch_instance_norm_forward(const TensorView &x, const TensorView &rho, c
     call.bind_scalar("eps", static_cast<float>(eps));
     const float *in_mean = call.bind_stat_2d(nullptr, "in_stats.0", C, N, true);
     const float *in_rstd = call.bind_stat_2d(nullptr, "in_stats.1", C, N, true);
-    const std::vector<float *> bn = bind_bn_part(call, training, 3, running_mean, running_var);
+    const std::array<float *, 3> bn = bind_bn_part(call, training, 3, running_mean, running_var);
     float *bn_mean = bn[0], *bn_rstd = bn[1], *bn_var = bn[2];
-    s = call.run("batch_instance_norm", "fwd", std::string("training=") + flag(training));
+    s = call.run("batch_instance_norm", "fwd", Variant().set("training", training));
     if (!s.ok()) return s;
     const float *row_mean = training ? bn_mean : run_mean.data(), *row_rstd = training ? bn_rstd : run_rstd.data();
     s = pack(save_mean, [&](const TensorView &h) {
@@ -220,7 +225,7 @@ Status batch_instance_norm_backward(const TensorView &dy, const TensorView &x, c
     call.bind_channel(drho ? *drho : call.constant_channel(0.0f), "drho", true);
     call.bind_channel(dweight ? *dweight : call.constant_channel(0.0f), "dweight", true);
     call.bind_channel(dbias ? *dbias : call.constant_channel(0.0f), "dbias", true);
-    return call.run("batch_instance_norm", "bwd", std::string("training=") + flag(training));
+    return call.run("batch_instance_norm", "bwd", Variant().set("training", training));
 }
 
 Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weight, const TensorView &var_weight,
@@ -249,7 +254,7 @@ Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weigh
                               {{&x, "x"}, {&mean_weight, "mean_weight"}, {&var_weight, "var_weight"},
                                {weight, "weight"}, {bias, "bias"}});
     if (!s.ok()) return s;
-    std::vector<float> run_mean, run_var;  // inference: the BN part's saved statistics are the running ones
+    std::pmr::vector<float> run_mean(call_memory()), run_var(call_memory());  // inference: the BN part's saved statistics are the running ones
     if (!training &&
         (!(s = host_vector(*running_mean, &run_mean)).ok() || !(s = host_vector(*running_var, &run_var)).ok()))
         return s;
@@ -274,9 +279,9 @@ Status switchable_norm_forward(const TensorView &x, const TensorView &mean_weigh
     const float *rstd = call.bind_stat_2d(nullptr, "in_stats.2", C, N, true);
     const auto *ln_mean = static_cast<const float *>(call.bind_vector(nullptr, "ln_stats.0", N, DType::f32, true));
     const auto *ln_var = static_cast<const float *>(call.bind_vector(nullptr, "ln_stats.1", N, DType::f32, true));
-    const std::vector<float *> bn = bind_bn_part(call, training, 2, running_mean, running_var);
+    const std::array<float *, 2 + 1> bn = bind_bn_part(call, training, 2, running_mean, running_var);
     float *bn_mean = bn[0], *bn_var = bn[1];
-    s = call.run("switchable_norm", "fwd", std::string("training=") + flag(training));
+    s = call.run("switchable_norm", "fwd", Variant().set("training", training));
     if (!s.ok()) return s;
     // IN statistics in the (N, C) block, LN per sample in the last column, BN in the last row.
     auto fill_packed = [&](const float *in, const float *ln, const float *bn) {
@@ -318,11 +323,10 @@ Status switchable_norm_backward(const TensorView &dy, const TensorView &x, const
         !(s = check_packed(&save_var, "save_var", N + 1, C + 1, packed)).ok() ||
         !(s = check_packed(&save_rstd, "save_rstd", N, C, "(N, C), as switchable_norm_forward wrote it")).ok())
         return s;
-    const std::vector<std::pair<const TensorView *, const char *>> inputs = {
-        {&dy, "dy"}, {&x, "x"}, {&save_mean, "save_mean"}, {&save_var, "save_var"}, {&save_rstd, "save_rstd"},
-        {&mean_weight, "mean_weight"}, {&var_weight, "var_weight"}, {dmean_weight, "dmean_weight"},
-        {dvar_weight, "dvar_weight"}};
-    s = check_backward_outputs("Switchable Norm", dx, weight, dweight, dbias, inputs);
+    s = check_backward_outputs("Switchable Norm", dx, weight, dweight, dbias,
+                               {{&dy, "dy"}, {&x, "x"}, {&save_mean, "save_mean"}, {&save_var, "save_var"},
+                                {&save_rstd, "save_rstd"}, {&mean_weight, "mean_weight"}, {&var_weight, "var_weight"},
+                                {dmean_weight, "dmean_weight"}, {dvar_weight, "dvar_weight"}});
     if (s.ok())
         s = check_no_overlap({{dmean_weight, "dmean_weight"}, {dvar_weight, "dvar_weight"}},
                              {{&dy, "dy"}, {&x, "x"}, {&mean_weight, "mean_weight"}, {&var_weight, "var_weight"},
@@ -354,7 +358,7 @@ Status switchable_norm_backward(const TensorView &dy, const TensorView &x, const
     call.bind_channel(dbias ? *dbias : call.constant_channel(0.0f), "dbias", true);
     call.bind_vector(dmean_weight, "dmean_weight", 3, x.dtype, true);
     call.bind_vector(dvar_weight, "dvar_weight", 3, x.dtype, true);
-    return call.run("switchable_norm", "bwd", std::string("training=") + flag(training));
+    return call.run("switchable_norm", "bwd", Variant().set("training", training));
 }
 
 }  // namespace normgen

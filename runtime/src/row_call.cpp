@@ -16,8 +16,7 @@ Status RowCall::check_x(const char *x_name) {
     if (x_.rank < k)
         return invalid("Expected " + std::string(x_name) + " of rank >= " + std::to_string(k) +
                        " (len(normalized_shape)), but got shape " + shape_str(x_.sizes()));
-    std::vector<int64_t> trailing(x_.shape.begin() + (x_.rank - k), x_.shape.begin() + x_.rank);
-    if (trailing != normalized_shape_)
+    if (!std::equal(normalized_shape_.begin(), normalized_shape_.end(), x_.shape.begin() + (x_.rank - k)))
         return invalid("Expected " + std::string(x_name) + " whose trailing dims equal normalized_shape " +
                        shape_str(normalized_shape_) + ", but got shape " + shape_str(x_.sizes()));
     cols_ = 1;
@@ -33,7 +32,7 @@ Status RowCall::check_like_x(const TensorView &t, const char *name) const {
     if (!(s = check_same_device(t, name, x_)).ok()) return s;
     s = check_dtype(t, name, x_.dtype);
     if (!s.ok()) return s;
-    return check_same_shape(t, name, x_.sizes(), "the shape of x");
+    return check_same_shape(t, name, x_, "the shape of x");
 }
 
 Status RowCall::check_param(const TensorView *t, const char *name) const {
@@ -143,8 +142,8 @@ void RowCall::note_device(Bound &b, const TensorView &t, const void *data, const
     if (!b.on_device && !may_stage && device_problem_.empty()) device_problem_ = arg;
 }
 
-Status RowCall::run(const char *op, const char *dir, const std::string &variant) {
-    Request req{op, dir, x_.dtype, variant, unit_stride_ ? "contig" : "strided", row_shape(), x_.device,
+Status RowCall::run(const char *op, const char *dir, const Variant &variant) {
+    Request req{op, dir, x_.dtype, variant.c_str(), unit_stride_ ? "contig" : "strided", row_shape(), x_.device,
                 x_.device_index};
     if (!mismatch_.empty())
         return type_error(std::string(op) + ": '" + mismatch_ + "' is on another device than x (a call's tensors share one)");
@@ -170,11 +169,10 @@ Status RowCall::run(const char *op, const char *dir, const std::string &variant)
     return s;
 }
 
-std::string variant_string(std::vector<std::pair<std::string, bool>> flags) {
-    std::sort(flags.begin(), flags.end());
-    std::string s;
-    for (const auto &f : flags) s += (s.empty() ? "" : ",") + f.first + "=" + (f.second ? "1" : "0");
-    return s;
+Variant variant_string(std::initializer_list<std::pair<const char *, bool>> flags) {
+    Variant v;
+    for (const auto &[key, value] : flags) v.set(key, value);
+    return v;
 }
 
 }  // namespace normgen::detail

@@ -15,6 +15,7 @@ namespace normgen::detail {
 class RowCall {
 public:
     // `x` is the tensor whose trailing normalized_shape dims form the rows.
+    // (normalized_shape is the caller's: it must outlive the RowCall.)
     RowCall(const TensorView &x, const std::vector<int64_t> &normalized_shape)
         : x_(x), normalized_shape_(normalized_shape) {}
 
@@ -22,7 +23,7 @@ public:
     Status check_x(const char *x_name = "x");
     int64_t rows() const { return rows_; }
     int64_t cols() const { return cols_; }
-    std::vector<int64_t> row_shape() const { return {rows_, cols_}; }
+    Dims row_shape() const { return {rows_, cols_}; }
 
     // Checks of the other arguments (dtype/shape agreement with x).
     Status check_like_x(const TensorView &t, const char *name) const;              // x's shape and dtype
@@ -41,7 +42,7 @@ public:
     TensorView constant_param(float value);
 
     // Select the kernel for op/dir/variant and run it; staged outputs are copied back.
-    Status run(const char *op, const char *dir, const std::string &variant);
+    Status run(const char *op, const char *dir, const Variant &variant);
 
 private:
     struct Bound {
@@ -58,17 +59,18 @@ private:
     Bound &next() { return bound_.emplace_back(); }
 
     const TensorView &x_;
-    std::vector<int64_t> normalized_shape_;
+    const std::vector<int64_t> &normalized_shape_;
     int64_t rows_ = 0, cols_ = 0;
     bool unit_stride_ = true;
-    std::deque<Bound> bound_;      // stable addresses: Args holds pointers into it
-    std::deque<float> scalars_;
-    std::deque<TensorView> views_;
+    // (From the thread's call pool: a steady call allocates nothing.)
+    std::pmr::deque<Bound> bound_{call_memory()};  // stable addresses: Args holds pointers into it
+    std::pmr::deque<float> scalars_{call_memory()};
+    std::pmr::deque<TensorView> views_{call_memory()};
     Staging staging_;
     Args args_;
 };
 
-// "has_bias=1,has_weight=0": a variant string in the table's format (keys sorted).
-std::string variant_string(std::vector<std::pair<std::string, bool>> flags);
+// "has_bias=1,has_weight=0": a variant in the table's format (keys sorted).
+Variant variant_string(std::initializer_list<std::pair<const char *, bool>> flags);
 
 }  // namespace normgen::detail

@@ -123,6 +123,11 @@ void scratch_free(void *, void *ptr) {
     g_cache.give(base, cap);
 }
 
+std::pmr::memory_resource *call_memory() {
+    thread_local std::pmr::unsynchronized_pool_resource pool;
+    return &pool;
+}
+
 }  // namespace normgen::detail
 
 namespace normgen {

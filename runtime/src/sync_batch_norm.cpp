@@ -26,9 +26,9 @@ Status check_buffer(const double *p, const char *name) {
 
 // The merged statistics of a (world, 1 + 2C) table of (count, mean[C], M2[C]) rows, in
 // row order (Chan, Golub & LeVeque): mean, biased variance, total count.
-Status merge_rows(const double *table, int64_t world, int64_t C, std::vector<float> *mean, std::vector<float> *var,
-                  int64_t *total) {
-    std::vector<double> m(static_cast<size_t>(C), 0.0), m2(static_cast<size_t>(C), 0.0);
+Status merge_rows(const double *table, int64_t world, int64_t C, std::pmr::vector<float> *mean,
+                  std::pmr::vector<float> *var, int64_t *total) {
+    std::pmr::vector<double> m(static_cast<size_t>(C), 0.0, call_memory()), m2(static_cast<size_t>(C), 0.0, call_memory());
     double n = 0;
     for (int64_t r = 0; r < world; r++) {
         const double *row = table + r * (1 + 2 * C);
@@ -102,7 +102,7 @@ Status sync_batch_norm_forward(const TensorView &x, const double *table, int64_t
     if (!momentum && running_mean && !num_batches_tracked)
         return invalid("momentum=None (cumulative average) needs num_batches_tracked");
     const int64_t C = call.channels();
-    std::vector<float> mean, var;
+    std::pmr::vector<float> mean(call_memory()), var(call_memory());
     int64_t total = 0;
     if (!(s = merge_rows(table, world, C, &mean, &var, &total)).ok()) return s;
     if (total <= 1)
@@ -148,7 +148,7 @@ Status sync_batch_norm_grad_sums(const TensorView &dy, const TensorView &x, cons
     // (sum dy * xhat, sum dy) as its parameter gradients; without a weight, with ones.
     Staging own;
     const TensorView w = weight ? *weight : own.constant(x.dtype, {C}, 1.0f);
-    std::vector<unsigned char> dwb, dbb;
+    std::pmr::vector<unsigned char> dwb(call_memory()), dbb(call_memory());
     TensorView dw, db;
     if (dweight) {
         dw = *dweight;
@@ -162,7 +162,7 @@ Status sync_batch_norm_grad_sums(const TensorView &dy, const TensorView &x, cons
     if (!(s = batch_norm_backward(dy, x, save_mean, save_rstd, &w, false, dy_scaled, &dw, &db)).ok()) return s;
     // The sums are per unit weight: the kernel's dweight is sum dy * xhat exactly, its
     // dbias sum dy, whatever the weight (it scales only dx).
-    std::vector<float> sdx, sdy;
+    std::pmr::vector<float> sdx(call_memory()), sdy(call_memory());
     if (!(s = read_floats(dw, &sdx)).ok() || !(s = read_floats(db, &sdy)).ok()) return s;
     sums[0] = static_cast<double>(call.batch() * call.spatial());
     for (int64_t c = 0; c < C; c++) {
@@ -197,11 +197,12 @@ Status sync_batch_norm_backward(const TensorView &x, const TensorView &dy_scaled
     // BatchNorm's inference pass over x with the saved statistics, weight a, bias b,
     // and dy_scaled as the fused residual. Its rstd is 1 / sqrt(var + tiny) with
     // var = 1 / rstd^2, the saved rstd again to float32 rounding.
-    std::vector<float> mean, rstd;
+    std::pmr::vector<float> mean(call_memory()), rstd(call_memory());
     if (!(s = read_floats(save_mean, &mean)).ok() || !(s = read_floats(save_rstd, &rstd)).ok()) return s;
-    std::vector<float> w(static_cast<size_t>(C), 1.0f);
+    std::pmr::vector<float> w(static_cast<size_t>(C), 1.0f, call_memory());
     if (weight && !(s = read_floats(*weight, &w)).ok()) return s;
-    std::vector<float> var(static_cast<size_t>(C)), a32(static_cast<size_t>(C)), b32(static_cast<size_t>(C));
+    std::pmr::vector<float> var(static_cast<size_t>(C), call_memory()), a32(static_cast<size_t>(C), call_memory()),
+        b32(static_cast<size_t>(C), call_memory());
     for (int64_t c = 0; c < C; c++) {
         const double r = rstd[c], k = double(w[c]) * r / n;
         var[c] = static_cast<float>(1.0 / (r * r));

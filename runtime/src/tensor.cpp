@@ -23,18 +23,33 @@ const char *dtype_name(DType t) {
 
 int dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
 
+namespace {
+// (Without a temporary: the runtime makes these views on every call.)
+TensorView make_contiguous(void *data, DType dtype, const int64_t *shape, size_t rank) {
+    TensorView t;
+    t.data = data;
+    t.dtype = dtype;
+    // Ranks beyond kMaxRank are recorded as such and rejected by every op.
+    t.rank = static_cast<int>(rank);
+    const size_t n = std::min<size_t>(rank, TensorView::kMaxRank);
+    int64_t s = 1;
+    for (size_t i = rank; i-- > 0;) {
+        if (i < n) {
+            t.shape[i] = shape[i];
+            t.strides[i] = s;
+        }
+        s *= std::max<int64_t>(shape[i], 1);
+    }
+    return t;
+}
+}  // namespace
+
 TensorView TensorView::contiguous(void *data, DType dtype, std::initializer_list<int64_t> shape) {
-    return contiguous(data, dtype, std::vector<int64_t>(shape));
+    return make_contiguous(data, dtype, shape.begin(), shape.size());
 }
 
 TensorView TensorView::contiguous(void *data, DType dtype, const std::vector<int64_t> &shape) {
-    std::vector<int64_t> strides(shape.size());
-    int64_t s = 1;
-    for (size_t i = shape.size(); i-- > 0;) {
-        strides[i] = s;
-        s *= std::max<int64_t>(shape[i], 1);
-    }
-    return strided(data, dtype, shape, strides);
+    return make_contiguous(data, dtype, shape.data(), shape.size());
 }
 
 TensorView TensorView::strided(void *data, DType dtype, const std::vector<int64_t> &shape,
@@ -118,11 +133,10 @@ Status check_dtype(const TensorView &t, const char *name, DType expected) {
     return Status::OK();
 }
 
-Status check_same_shape(const TensorView &t, const char *name, const std::vector<int64_t> &expected,
-                        const char *expected_what) {
-    if (t.sizes() != expected)
-        return invalid("Expected " + std::string(name) + " of shape " + shape_str(expected) + " (" + expected_what +
-                       "), but got " + shape_str(t.sizes()));
+Status check_same_shape(const TensorView &t, const char *name, ShapeRef expected, const char *expected_what) {
+    if (t.rank != static_cast<int>(expected.rank) || !std::equal(expected.dims, expected.dims + expected.rank, t.shape.begin()))
+        return invalid("Expected " + std::string(name) + " of shape " + shape_str(expected.vec()) + " (" +
+                       expected_what + "), but got " + shape_str(t.sizes()));
     return Status::OK();
 }
 
@@ -170,18 +184,21 @@ bool overlaps(const TensorView &a, const TensorView &b) {
     return alo < bhi && blo < ahi;
 }
 
-Status check_no_overlap(const std::vector<std::pair<const TensorView *, const char *>> &outputs,
-                        const std::vector<std::pair<const TensorView *, const char *>> &inputs) {
-    for (size_t i = 0; i < outputs.size(); i++) {
-        const auto &o = outputs[i];
+Status check_no_overlap(Named outputs, Named inputs) {
+    return check_no_overlap(outputs.begin(), outputs.size(), inputs.begin(), inputs.size());
+}
+
+Status check_no_overlap(const NamedTensor *out, size_t n_out, const NamedTensor *in, size_t n_in) {
+    for (size_t i = 0; i < n_out; i++) {
+        const auto &o = out[i];
         if (!o.first) continue;
-        for (const auto &in : inputs)
-            if (in.first && overlaps(*o.first, *in.first))
-                return invalid(std::string(o.second) + " overlaps " + in.second +
+        for (size_t j = 0; j < n_in; j++)
+            if (in[j].first && overlaps(*o.first, *in[j].first))
+                return invalid(std::string(o.second) + " overlaps " + in[j].second +
                                " in memory; outputs must not alias inputs");
-        for (size_t j = i + 1; j < outputs.size(); j++)
-            if (outputs[j].first && overlaps(*o.first, *outputs[j].first))
-                return invalid(std::string(o.second) + " overlaps " + outputs[j].second +
+        for (size_t j = i + 1; j < n_out; j++)
+            if (out[j].first && overlaps(*o.first, *out[j].first))
+                return invalid(std::string(o.second) + " overlaps " + out[j].second +
                                " in memory; outputs must be distinct");
     }
     return Status::OK();
@@ -305,8 +322,15 @@ Status check_index_range(const char *name, std::initializer_list<int64_t> values
     return Status::OK();
 }
 
+TensorView strided_view(void *data, DType dtype, std::initializer_list<int64_t> shape,
+                        std::initializer_list<int64_t> strides) {
+    TensorView t = make_contiguous(data, dtype, shape.begin(), shape.size());
+    std::copy(strides.begin(), strides.begin() + std::min(strides.size(), t.strides.size()), t.strides.begin());
+    return t;
+}
+
 TensorView contiguous_like(const TensorView &t, void *data) {
-    return TensorView::contiguous(data, t.dtype, t.sizes());
+    return make_contiguous(data, t.dtype, t.shape.data(), static_cast<size_t>(std::max(t.rank, 0)));
 }
 
 namespace {
@@ -344,13 +368,12 @@ Status strided_copy(const TensorView &dst, const TensorView &src) {
 }  // namespace
 
 Status check_backward_outputs(const char *op, const TensorView &dx, const TensorView *weight,
-                              const TensorView *dweight, const TensorView *dbias,
-                              std::vector<std::pair<const TensorView *, const char *>> inputs) {
+                              const TensorView *dweight, const TensorView *dbias, Named inputs) {
     if (!weight && (dweight || dbias))
         return invalid(std::string("dweight/dbias were requested but weight is None: ") + op +
                        " without weight has no parameters");
-    inputs.push_back({weight, "weight"});
-    return check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}}, inputs);
+    Status s = check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}}, inputs);
+    return s.ok() ? check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}}, {{weight, "weight"}}) : s;
 }
 
 Status zero_param_grads(const TensorView *dweight, const TensorView *dbias) {
@@ -362,13 +385,13 @@ Status zero_param_grads(const TensorView *dweight, const TensorView *dbias) {
 
 Status fill_zero(const TensorView &t) {
     if (t.numel() == 0) return Status::OK();
-    std::vector<unsigned char> zeros(static_cast<size_t>(t.numel()) * dtype_size(t.dtype), 0);
+    std::pmr::vector<unsigned char> zeros(static_cast<size_t>(t.numel()) * dtype_size(t.dtype), 0, call_memory());
     return strided_copy(t, contiguous_like(t, zeros.data()));
 }
 
 Status fill_f32(const TensorView &t, float v) {
     if (t.numel() == 0) return Status::OK();
-    std::vector<float> vals(static_cast<size_t>(t.numel()), v);
+    std::pmr::vector<float> vals(static_cast<size_t>(t.numel()), v, call_memory());
     return strided_copy(t, contiguous_like(t, vals.data()));
 }
 
@@ -379,11 +402,13 @@ void *Staging::alloc(const TensorView &t) {
     return p;
 }
 
+Staging::Staging() : owned_(call_memory()) {}
+
 Staging::~Staging() {
     for (void *p : owned_) scratch_free(nullptr, p);
 }
 
-TensorView Staging::constant(DType dtype, const std::vector<int64_t> &shape, float value) {
+TensorView Staging::constant(DType dtype, std::initializer_list<int64_t> shape, float value) {
     TensorView v = TensorView::contiguous(nullptr, dtype, shape);
     v.data = alloc(v);
     const int es = dtype_size(dtype);
@@ -465,9 +490,9 @@ uint16_t float_to_bf16(float f) {
 }
 }  // namespace
 
-Status read_floats(const TensorView &t, std::vector<float> *out) {
+Status read_floats(const TensorView &t, std::pmr::vector<float> *out) {
     const int64_t n = t.numel();
-    std::vector<unsigned char> raw(static_cast<size_t>(n * dtype_size(t.dtype)));
+    std::pmr::vector<unsigned char> raw(static_cast<size_t>(n * dtype_size(t.dtype)), call_memory());
     Status s = copy_tensor(contiguous_like(t, raw.data()), t);
     if (!s.ok()) return s;
     out->resize(static_cast<size_t>(n));
@@ -483,10 +508,10 @@ Status read_floats(const TensorView &t, std::vector<float> *out) {
     return s;
 }
 
-Status write_floats(const TensorView &t, const std::vector<float> &v) {
+Status write_floats(const TensorView &t, const std::pmr::vector<float> &v) {
     const int64_t n = t.numel();
     if (static_cast<int64_t>(v.size()) != n) return invalid("write_floats: size mismatch");
-    std::vector<unsigned char> raw(static_cast<size_t>(n * dtype_size(t.dtype)));
+    std::pmr::vector<unsigned char> raw(static_cast<size_t>(n * dtype_size(t.dtype)), call_memory());
     for (int64_t i = 0; i < n; i++) {
         const uint16_t h = t.dtype == DType::f16 ? float_to_f16(v[i]) : t.dtype == DType::bf16 ? float_to_bf16(v[i]) : 0;
         if (t.dtype == DType::f32) std::memcpy(raw.data() + 4 * i, &v[i], 4);

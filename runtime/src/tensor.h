@@ -8,6 +8,7 @@
 #include <HalideRuntime.h>
 
 #include <cstdint>
+#include <memory_resource>
 #include <string>
 #include <vector>
 
@@ -23,17 +24,32 @@ Status check_dtype(const TensorView &t, const char *name, DType expected);
 // t is on x's device (CPU, or the same CUDA device).
 Status check_same_device(const TensorView &t, const char *name, const TensorView &x);
 bool same_device(const TensorView &a, const TensorView &b);
-Status check_same_shape(const TensorView &t, const char *name, const std::vector<int64_t> &expected,
-                        const char *expected_what);
+// A shape to compare with, not copied: a vector's, a braced list's or a tensor's.
+struct ShapeRef {
+    const int64_t *dims;
+    size_t rank;
+    ShapeRef(const int64_t *d, size_t n) : dims(d), rank(n) {}
+    ShapeRef(const std::vector<int64_t> &v) : dims(v.data()), rank(v.size()) {}
+    ShapeRef(const TensorView &t) : dims(t.shape.data()), rank(static_cast<size_t>(t.rank < 0 ? 0 : t.rank)) {}
+    std::vector<int64_t> vec() const { return std::vector<int64_t>(dims, dims + rank); }
+};
+Status check_same_shape(const TensorView &t, const char *name, ShapeRef expected, const char *expected_what);
+inline Status check_same_shape(const TensorView &t, const char *name, std::initializer_list<int64_t> expected,
+                               const char *expected_what) {
+    return check_same_shape(t, name, ShapeRef(expected.begin(), expected.size()), expected_what);
+}
 // A float32 statistics tensor with `count` elements (any shape of that size).
 Status check_stats(const TensorView &t, const char *name, int64_t count, const char *count_what);
 Status check_eps(double eps);
 
 // Do the memory ranges of a and b intersect? (Conservative: by address span.)
 bool overlaps(const TensorView &a, const TensorView &b);
-// Outputs must not overlap any input or each other. Null entries are skipped.
-Status check_no_overlap(const std::vector<std::pair<const TensorView *, const char *>> &outputs,
-                        const std::vector<std::pair<const TensorView *, const char *>> &inputs);
+// Tensors with the names messages give them (null entries are skipped).
+using NamedTensor = std::pair<const TensorView *, const char *>;
+using Named = std::initializer_list<NamedTensor>;
+// Outputs must not overlap any input or each other.
+Status check_no_overlap(Named outputs, Named inputs);
+Status check_no_overlap(const NamedTensor *outputs, size_t n_outputs, const NamedTensor *inputs, size_t n_inputs);
 
 // A 2-D view of a tensor: `cols` elements along dim 0 (the normalized dims), `rows`
 // along dim 1 (the leading dims).
@@ -87,23 +103,22 @@ public:
     [[nodiscard]] static Status scatter(const void *src, const TensorView &t);
     // A contiguous tensor filled with `value` (0 or 1: exact in every storage dtype),
     // e.g. an identity parameter the caller left out.
-    TensorView constant(DType dtype, const std::vector<int64_t> &shape, float value);
+    TensorView constant(DType dtype, std::initializer_list<int64_t> shape, float value);
 
-    Staging() = default;
+    Staging();
     Staging(const Staging &) = delete;
     Staging &operator=(const Staging &) = delete;
     ~Staging();
 
 private:
-    std::vector<void *> owned_;  // blocks of the kernels' scratch cache (kernel_table.h)
+    std::pmr::vector<void *> owned_;  // blocks of the kernels' scratch cache (kernel_table.h)
 };
 
 // The outputs of a backward: parameter gradients exist only with a weight (an error
 // naming `op` otherwise), and dx/dweight/dbias overlap neither the inputs (`inputs`
 // plus weight) nor each other.
 Status check_backward_outputs(const char *op, const TensorView &dx, const TensorView *weight,
-                              const TensorView *dweight, const TensorView *dbias,
-                              std::vector<std::pair<const TensorView *, const char *>> inputs);
+                              const TensorView *dweight, const TensorView *dbias, Named inputs);
 // The parameter gradients of an empty batch: sums over nothing.
 [[nodiscard]] Status zero_param_grads(const TensorView *dweight, const TensorView *dbias);
 
@@ -116,11 +131,14 @@ Status check_backward_outputs(const char *op, const TensorView &dx, const Tensor
 
 // The elements of a 1-D tensor of any storage dtype, device and stride as float32, and
 // back (rounded to nearest even): small per-channel values the runtime computes on the host.
-[[nodiscard]] Status read_floats(const TensorView &t, std::vector<float> *out);
-[[nodiscard]] Status write_floats(const TensorView &t, const std::vector<float> &v);
+[[nodiscard]] Status read_floats(const TensorView &t, std::pmr::vector<float> *out);
+[[nodiscard]] Status write_floats(const TensorView &t, const std::pmr::vector<float> &v);
 
 // The contiguous N-d view of `t`'s shape over `data`.
 TensorView contiguous_like(const TensorView &t, void *data);
+// TensorView::strided from braced lists, without a temporary (shape and strides the same length).
+TensorView strided_view(void *data, DType dtype, std::initializer_list<int64_t> shape,
+                        std::initializer_list<int64_t> strides);
 
 // Machine epsilon of a storage dtype (torch.finfo(dtype).eps).
 double dtype_eps(DType t);
