@@ -1,5 +1,5 @@
-// Steady-state allocations: after a few warm-up calls, a call allocates nothing (its
-// outputs are the caller's), and the scratch memory each op holds is bounded. Counts
+// Steady-state allocations: after a few warm-up calls, a call allocates nothing at all
+// (its outputs are the caller's), and the scratch memory each op holds is bounded. Counts
 // every malloc-family call in the process (this executable interposes glibc's malloc,
 // so the runtime's host code, the C++ library and Halide's kernels are all seen), on
 // every thread, including Halide's worker threads.
@@ -274,11 +274,10 @@ TEST(Allocations, SteadyStateCallsAllocateNothing) {
                     static_cast<long long>(c.arg_bytes), static_cast<long long>(m.scratch_peak),
                     static_cast<long long>(m.scratch_system), double(m.host_calls) / kSteadyCalls,
                     double(m.host_bytes) / kSteadyCalls, static_cast<long long>(m.host_largest));
-        // Nothing tensor-sized is allocated per call: kernel scratch comes from the cache,
-        // and the host's bookkeeping (argument records, the dispatch request) is small.
+        // Nothing is allocated per call: kernel scratch comes from the scratch cache, the
+        // host's bookkeeping (argument records, small host vectors) from the thread's pool.
         EXPECT_EQ(m.scratch_system, 0) << c.name;
-        EXPECT_LT(m.host_largest, c.arg_bytes / 256) << c.name;
-        EXPECT_LT(m.host_bytes / kSteadyCalls, 32 * 1024) << c.name;
+        EXPECT_EQ(m.host_calls, 0) << c.name << ": " << m.host_bytes << " bytes, largest " << m.host_largest;
         // Scratch is per-channel / per-row partials, not a copy of the data.
         EXPECT_LE(m.scratch_peak, c.arg_bytes / 8 + (256 << 10)) << c.name;
     }
