@@ -62,7 +62,9 @@ def test_killed_run_resumes(tmp_path):
     assert r.returncode == 2 and "--resume" in r.stderr
     r = tune(*args, "--resume")
     after = trials(db)
-    assert len(after) == 9 and set(before) <= set(after)
+    # Every trial of the killed run is still there (its times may differ: the run ends by
+    # re-timing the best candidate, which can be one of them).
+    assert len(after) == 9 and {r[:3] for r in before} <= {r[:3] for r in after}
     assert f"{9 - len(before)} measured, {len(before)} from the log" in r.stdout
 
 
