@@ -16,7 +16,7 @@ VENV=${NORMGEN_VENV:-$HOME/.cache/normgen/venv-$REQ_HASH}
 PY_BOOT=${NORMGEN_BOOTSTRAP_PYTHON:-python3}
 
 APT_PACKAGES=(g++ make libgtest-dev libgmock-dev libsqlite3-dev libjemalloc2 g++-aarch64-linux-gnu qemu-user
-              libopenmpi-dev openmpi-bin ocl-icd-libopencl1 mesa-opencl-icd valgrind)
+              libopenmpi-dev openmpi-bin ocl-icd-libopencl1 mesa-opencl-icd valgrind clang-14 libclang-rt-14-dev)
 
 log() { printf '[normgen] %s\n' "$*" >&2; }
 

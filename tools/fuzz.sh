@@ -2,7 +2,8 @@
 # libFuzzer on the runtime API: builds tests/fuzz/fuzz_runtime.cpp and the runtime with
 # clang's -fsanitize=fuzzer,address,undefined against an existing build's kernels, then
 # fuzzes for SECONDS (default 60) from tests/fuzz/corpus. Inputs that crash are written
-# to tests/fuzz/corpus/ (crash-*): commit them, ctest fuzz_runtime replays them.
+# to tests/fuzz/corpus/ (crash-*; NORMGEN_FUZZ_ARTIFACTS=DIR elsewhere): commit them,
+# ctest fuzz_runtime replays them. ctest fuzz_libfuzzer runs it for 20 s.
 #   tools/fuzz.sh [SECONDS]        (after tools/dev.sh build; Debian: clang-14 libclang-rt-14-dev)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,4 +25,6 @@ fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cp "$ROOT"/tests/fuzz/corpus/* "$WORK/"
-"$OUT" -max_total_time="$SECONDS_TO_RUN" -print_final_stats=1 -artifact_prefix="$ROOT/tests/fuzz/corpus/" "$WORK"
+ARTIFACTS=${NORMGEN_FUZZ_ARTIFACTS:-$ROOT/tests/fuzz/corpus}
+mkdir -p "$ARTIFACTS"
+"$OUT" -max_total_time="$SECONDS_TO_RUN" -print_final_stats=1 -artifact_prefix="$ARTIFACTS/" "$WORK"
