@@ -115,17 +115,18 @@ float &element(const TensorView &t, int64_t i, int64_t j);
 // (with num_batches_tracked); more than one value per channel when training.
 Status check_bn_running_stats(const ChannelCall &call, const TensorView *running_mean, const TensorView *running_var,
                               bool training, std::optional<double> momentum, const int64_t *num_batches_tracked);
-// r = (1 - m) r + m * batch (running_var with the unbiased variance of `count` values per
-// channel); m = momentum, or 1/num_batches_tracked after incrementing it (momentum None).
-// mean/var are host memory; the running statistics may be CUDA tensors.
 // A channel's batch variance as the running statistics take it: NaN when its mean is
 // not finite (the kernels' variance clamp would say 0).
 double batch_variance(double mean, double var);
 // nan_policy is one of NanPolicy's values (an error naming it otherwise).
 [[nodiscard]] Status check_nan_policy(NanPolicy nan_policy);
+// r = (1 - m) r + m * batch (running_var with the unbiased variance of `count` values per
+// channel); m = momentum, or 1/num_batches_tracked after incrementing it (momentum None).
+// NanPolicy::skip leaves channels whose batch mean or variance is not finite as they are.
+// mean/var are host memory; the running statistics may be CUDA tensors.
 [[nodiscard]] Status update_running_stats(NanPolicy nan_policy, const TensorView &running_mean,
-                                          const TensorView &running_var,
-                                          const float *mean, const float *var, int64_t count,
-                                          std::optional<double> momentum, int64_t *num_batches_tracked);
+                                          const TensorView &running_var, const float *mean, const float *var,
+                                          int64_t count, std::optional<double> momentum,
+                                          int64_t *num_batches_tracked);
 
 }  // namespace normgen::detail
