@@ -2,7 +2,10 @@
 ``normgen.torch.convert_modules``, timed side by side (interleaved, repeated, median):
 a training step (forward + backward) and an inference forward, at 1 and 2 threads.
 
-    tools/dev.sh bench --modules [--threads 1,2] [--passes 3]
+    tools/dev.sh bench --modules [--threads 1,2] [--passes 3] [--back-to-back] [--parallel-backend B]
+
+(Importing normgen.torch runs normgen's kernels on torch's OpenMP pool when they share
+it; ``--parallel-backend halide`` measures Halide's own pool instead.)
 """
 from __future__ import annotations
 
@@ -67,6 +70,7 @@ def main(threads=(1, 2), passes=3, repeats=5, rounds=3):
                 rows.append((name, what, thr, t["normgen"] * 1e3, t["torch"] * 1e3, t["torch"] / t["normgen"]))
                 print(f"{name} {what} t={thr}: normgen {t['normgen'] * 1e3:.2f} ms, torch {t['torch'] * 1e3:.2f} ms",
                       flush=True)
+    print(f"\nnormgen's parallel backend: {ng.parallel_backend()}")
     lines = ["| module | pass | threads | normgen ms | torch ms | torch / normgen |", "|---|---|---|---|---|---|"]
     lines += [f"| {n} | {w} | {t} | {a:.2f} | {b:.2f} | {r:.2f}x |" for n, w, t, a, b, r in rows]
     for thr in threads:

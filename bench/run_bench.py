@@ -463,12 +463,26 @@ def main(argv=None):
     p.add_argument("--modules", action="store_true",
                    help="the module bench instead (bench/modules_bench.py: torch's norm modules vs "
                         "normgen.torch.convert_modules, training step and inference)")
+    p.add_argument("--back-to-back", action="store_true",
+                   help="no idle time between candidates' blocks: each call follows the other "
+                        "candidate's, as inside a model where a norm layer follows torch ops whose OpenMP "
+                        "workers still spin (default: idle 5 ms first)")
+    p.add_argument("--parallel-backend", choices=("auto", "halide", "openmp"), default="auto",
+                   help="normgen's parallel loops: auto = what normgen.torch picks for the module bench "
+                        "(torch's OpenMP pool when shared), Halide's pool for the op bench")
     args = p.parse_args(argv)
+    if args.back_to_back:
+        global SETTLE_S
+        SETTLE_S = 0.0
+    if args.parallel_backend != "auto" and not args.modules:
+        ng.set_parallel_backend(args.parallel_backend)
     if args.cuda:
         import cuda_bench
         raise SystemExit(cuda_bench.main())
     if args.modules:
         import modules_bench
+        if args.parallel_backend != "auto":
+            ng.set_parallel_backend(args.parallel_backend)
         modules_bench.main(tuple(int(t) for t in args.threads.split(",")), args.passes)
         return
     descriptors = [ln.split("#")[0].strip() for ln in open(args.suite)]

@@ -462,7 +462,7 @@ struct Registration {
         normgen::Status s = normgen::register_kernels(
             kKernels, kCount,
             {halide_set_error_handler, halide_set_num_threads, halide_set_custom_can_use_target_features,
-             halide_set_custom_malloc, halide_set_custom_free});
+             halide_set_custom_malloc, halide_set_custom_free, halide_set_custom_do_par_for});
         if (!s.ok()) std::fprintf(stderr, "normgen: @ARG_TARGET@'s kernels are not used: %s\n", s.message().c_str());
     }
     ~Registration() { normgen::unregister_kernels(kKernels, kCount); }

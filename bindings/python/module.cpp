@@ -386,6 +386,21 @@ PYBIND11_MODULE(_normgen, m) {
     m.def("set_num_threads", &normgen::set_num_threads, py::arg("n"),
           "Set the CPU worker threads (n < 1: the default); returns the previous value.");
     m.def("num_threads", &normgen::num_threads);
+    m.def("set_parallel_backend", [](const std::string &backend) {
+        if (backend != "halide" && backend != "openmp")
+            throw py::value_error("backend must be 'halide' or 'openmp', got '" + backend + "'");
+        call([&] {
+            return normgen::set_parallel_backend(backend == "openmp" ? normgen::ParallelBackend::openmp
+                                                                     : normgen::ParallelBackend::halide);
+        });
+    }, py::arg("backend"),
+          "Run the CPU kernels' parallel loops on Halide's thread pool ('halide', the default) or on the "
+          "process's OpenMP runtime ('openmp': torch's pool; see normgen.h).");
+    m.def("parallel_backend", [] {
+        return std::string(normgen::parallel_backend() == normgen::ParallelBackend::openmp ? "openmp" : "halide");
+    });
+    m.def("openmp_runtime", &normgen::openmp_runtime,
+          "The OpenMP runtime's shared object the 'openmp' backend uses ('' in builds without OpenMP).");
     m.def("last_kernel", [] { return std::string(normgen::last_kernel()); },
           "Name of the kernel the last call on this thread ran.");
     m.def("cuda_available", [](int device) {

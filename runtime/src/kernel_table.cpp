@@ -3,6 +3,7 @@
 #include "normgen/kernel_registry.h"
 
 #include "cuda_device.h"
+#include "tensor.h"
 
 #include <algorithm>
 #include <array>
@@ -43,13 +44,6 @@ bool verbose_dispatch() {
 }
 
 thread_local std::array<char, 256> t_last_kernel{};  // (a copy: no allocation per call)
-
-// The call's shape joined with 'x' ("8192x1024"), as kernels tuned for a shape name it.
-std::string shape_text(const std::vector<int64_t> &shape) {
-    std::string s;
-    for (int64_t d : shape) s += (s.empty() ? "" : "x") + std::to_string(d);
-    return s;
-}
 
 // Whether `text` ("8192x1024") names `shape`, without building the string.
 bool same_shape(const char *text, const Dims &shape) {
@@ -105,16 +99,44 @@ int capped_can_use_target_features(int count, const uint64_t *features) {
 
 std::once_flag g_init;
 
+std::atomic<ParallelBackend> g_backend{ParallelBackend::halide};
+
+// A Halide runtime normgen hooks, and the do_par_for it had before normgen routed its
+// parallel loops to OpenMP (restored when the backend goes back to halide).
+struct HookedRuntime {
+    const ExternalKernel *source;  // the registration that brought it (null: libnormgen's own)
+    KernelRuntimeHooks hooks;
+    KernelRuntimeHooks::DoParFor halide_par_for = nullptr;
+};
+
+// Routes a runtime's parallel loops to the current backend.
+void route_parallel_loops(HookedRuntime &r) {
+    if (!r.hooks.set_custom_do_par_for) return;
+    if (g_backend == ParallelBackend::openmp) {
+        KernelRuntimeHooks::DoParFor prev = r.hooks.set_custom_do_par_for(openmp_do_par_for);
+        if (prev != openmp_do_par_for) r.halide_par_for = prev;
+    } else if (r.halide_par_for) {
+        r.hooks.set_custom_do_par_for(r.halide_par_for);
+    }
+}
+
 // Installs normgen's hooks into one Halide runtime: libnormgen's own, or a consumer's
 // that came with registered kernels.
-void hook_runtime(const KernelRuntimeHooks &rt) {
+void hook_runtime(HookedRuntime &r) {
+    const KernelRuntimeHooks &rt = r.hooks;
     rt.set_error_handler(error_handler);
     if (rt.set_custom_malloc && rt.set_custom_free) {
         rt.set_custom_malloc(scratch_malloc);
         rt.set_custom_free(scratch_free);
     }
     if (g_cpu_cap != CpuCap::best) rt.set_can_use_target_features(capped_can_use_target_features);
+    route_parallel_loops(r);
 }
+
+HookedRuntime g_own_runtime{nullptr,
+                            {halide_set_error_handler, halide_set_num_threads,
+                             halide_set_custom_can_use_target_features, halide_set_custom_malloc,
+                             halide_set_custom_free, halide_set_custom_do_par_for}};
 
 void init_runtime() {
     std::call_once(g_init, [] {
@@ -122,8 +144,7 @@ void init_runtime() {
             if (!std::strcmp(cap, "avx2")) g_cpu_cap = CpuCap::avx2;
             else if (!std::strcmp(cap, "sse41")) g_cpu_cap = CpuCap::sse41;
         }
-        hook_runtime({halide_set_error_handler, halide_set_num_threads, halide_set_custom_can_use_target_features,
-                      halide_set_custom_malloc, halide_set_custom_free});
+        hook_runtime(g_own_runtime);
         install_cuda_context_hooks();
     });
 }
@@ -137,7 +158,7 @@ struct Registered {
 std::shared_mutex g_registry_mu;
 std::list<Registered> g_registered;
 // The consumers' Halide runtimes, by the registration that brought each.
-std::list<std::pair<const ExternalKernel *, KernelRuntimeHooks>> g_runtimes;
+std::list<HookedRuntime> g_runtimes;
 
 }  // namespace
 
@@ -309,17 +330,22 @@ int default_threads() {
     return n ? static_cast<int>(n) : 1;
 }
 std::atomic<int> g_threads{default_threads()};
-std::atomic<bool> g_threads_set{false};  // set_num_threads was called: registered runtimes follow
+// set_num_threads chose a count: registered runtimes follow it, and the openmp backend
+// uses it rather than OpenMP's own.
+std::atomic<bool> g_threads_set{false};
 }  // namespace
 
 int set_num_threads(int n) {
-    if (n < 1) n = default_threads();
+    const int previous = num_threads();
+    const bool chosen = n >= 1;
+    if (!chosen) n = default_threads();
     // Exclusive: concurrent calls must leave every runtime and g_threads agreeing.
     std::unique_lock<std::shared_mutex> lock(detail::g_registry_mu);
     halide_set_num_threads(n);
-    for (const auto &[source, rt] : detail::g_runtimes) rt.set_num_threads(n);
-    g_threads_set = true;
-    return g_threads.exchange(n);
+    for (const detail::HookedRuntime &r : detail::g_runtimes) r.hooks.set_num_threads(n);
+    g_threads = n;
+    g_threads_set = chosen;
+    return previous;
 }
 
 namespace {
@@ -401,9 +427,9 @@ Status register_kernels(const ExternalKernel *kernels, size_t count, const Kerne
                           std::string("register_kernels: a kernel named ") + kernels[n].info.name + " is already in the table");
     }
     if (!count) return Status::OK();
-    detail::hook_runtime(hooks);
+    detail::HookedRuntime &r = detail::g_runtimes.emplace_back(detail::HookedRuntime{kernels, hooks});
+    detail::hook_runtime(r);
     if (g_threads_set) hooks.set_num_threads(g_threads.load());
-    detail::g_runtimes.emplace_back(kernels, hooks);
     // Front of the list: the latest registration wins ties.
     for (size_t n = count; n-- > 0;)
         detail::g_registered.push_front({detail::Kernel{kernels[n].info, kernels[n].argv_fn, kernels[n].metadata_fn}, &kernels[n]});
@@ -414,10 +440,33 @@ void unregister_kernels(const ExternalKernel *kernels, size_t count) {
     // Waits for running calls into these kernels (they hold a read lock) to finish.
     std::unique_lock<std::shared_mutex> lock(detail::g_registry_mu);
     detail::g_registered.remove_if([&](const detail::Registered &r) { return r.source >= kernels && r.source < kernels + count; });
-    detail::g_runtimes.remove_if([&](const auto &r) { return r.first == kernels; });
+    detail::g_runtimes.remove_if([&](const detail::HookedRuntime &r) { return r.source == kernels; });
 }
 
-int num_threads() { return g_threads.load(); }
+int num_threads() {
+    if (detail::g_backend == ParallelBackend::openmp && !g_threads_set) return detail::openmp_max_threads();
+    return g_threads.load();
+}
+
+Status set_parallel_backend(ParallelBackend backend) {
+    if (backend != ParallelBackend::halide && backend != ParallelBackend::openmp)
+        return Status(Status::Code::invalid_argument,
+                      "backend: unknown parallel backend " + std::to_string(static_cast<int>(backend)) +
+                          " (halide or openmp)");
+    if (backend == ParallelBackend::openmp && !detail::openmp_built())
+        return Status(Status::Code::runtime_error,
+                      "backend: this normgen build has no OpenMP (CMake found none); the halide backend runs");
+    detail::init_runtime();
+    std::unique_lock<std::shared_mutex> lock(detail::g_registry_mu);
+    detail::g_backend = backend;
+    detail::route_parallel_loops(detail::g_own_runtime);
+    for (detail::HookedRuntime &r : detail::g_runtimes) detail::route_parallel_loops(r);
+    return Status::OK();
+}
+
+ParallelBackend parallel_backend() { return detail::g_backend.load(); }
+
+std::string openmp_runtime() { return detail::openmp_runtime_path(); }
 
 bool cuda_available(int device, std::string *why) {
     std::string reason;

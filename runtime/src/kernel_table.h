@@ -114,4 +114,12 @@ std::pmr::memory_resource *call_memory();
 // select_kernel, then run_kernel.
 Status dispatch(const Request &req, const Args &args);
 
+// The OpenMP parallel backend (parallel.cpp): whether this build has it, the OpenMP
+// runtime's thread count (omp_get_max_threads; 1 without OpenMP), the shared object
+// that runtime lives in (empty without OpenMP), and Halide's do_par_for over it.
+bool openmp_built();
+int openmp_max_threads();
+std::string openmp_runtime_path();
+int openmp_do_par_for(void *user_context, halide_task_t task, int min, int extent, uint8_t *closure);
+
 }  // namespace normgen::detail

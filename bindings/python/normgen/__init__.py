@@ -3,10 +3,12 @@
 >>> import normgen as ng
 >>> y = ng.layer_norm(x, (1024,), weight, bias)
 """
-from ._normgen import cuda_available, kernels, last_kernel, num_threads, set_num_threads
+from ._normgen import (cuda_available, kernels, last_kernel, num_threads, openmp_runtime, parallel_backend,
+                       set_num_threads, set_parallel_backend)
 from .functional import *  # noqa: F401,F403
 from .functional import __all__ as _functional_all
 from .scalers import MinMax, ZScore
 
-__all__ = list(_functional_all) + ["MinMax", "ZScore", "cuda_available", "kernels", "last_kernel", "num_threads", "set_num_threads"]
+__all__ = list(_functional_all) + ["MinMax", "ZScore", "cuda_available", "kernels", "last_kernel", "num_threads",
+                                   "openmp_runtime", "parallel_backend", "set_num_threads", "set_parallel_backend"]
 __version__ = "0.1.0"

@@ -21,9 +21,10 @@ namespace normgen {
 // The consumer's own Halide runtime (add_halide_runtime): normgen installs its error
 // handler there (so a failing kernel becomes a Status, never abort()), forwards
 // set_num_threads(), applies NORMGEN_CPU_FEATURES_MAX and (when given) installs its
-// scratch allocator, which reuses kernel scratch across calls. Pass Halide's functions:
+// scratch allocator, which reuses kernel scratch across calls, and (when given) routes its
+// parallel loops as set_parallel_backend() says. Pass Halide's functions:
 // {halide_set_error_handler, halide_set_num_threads, halide_set_custom_can_use_target_features,
-//  halide_set_custom_malloc, halide_set_custom_free}.
+//  halide_set_custom_malloc, halide_set_custom_free, halide_set_custom_do_par_for}.
 struct KernelRuntimeHooks {
     using ErrorHandler = void (*)(void *user_context, const char *msg);
     using CanUseTargetFeatures = int (*)(int count, const uint64_t *features);
@@ -34,6 +35,9 @@ struct KernelRuntimeHooks {
     CanUseTargetFeatures (*set_can_use_target_features)(CanUseTargetFeatures);
     Malloc (*set_custom_malloc)(Malloc) = nullptr;
     Free (*set_custom_free)(Free) = nullptr;
+    using Task = int (*)(void *user_context, int task_number, uint8_t *closure);
+    using DoParFor = int (*)(void *user_context, Task task, int min, int extent, uint8_t *closure);
+    DoParFor (*set_custom_do_par_for)(DoParFor) = nullptr;
 };
 
 // One AOT kernel: its table row and the two entry points Halide generates for it

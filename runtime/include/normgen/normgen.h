@@ -85,6 +85,21 @@ private:
 NORMGEN_API int set_num_threads(int n);
 NORMGEN_API int num_threads();
 
+// Where the CPU kernels' parallel loops run. halide (the default): Halide's own thread
+// pool. openmp: the process's OpenMP runtime (GNU libgomp), the pool PyTorch's CPU ops
+// run on, so a kernel called between torch ops reuses torch's threads instead of
+// competing with them (libgomp's workers spin after each parallel region; on a machine
+// with as many threads as cores that spinning stalls another pool's workers). With
+// openmp, num_threads() follows omp_get_max_threads() (torch.set_num_threads) until
+// set_num_threads() is called. normgen.torch selects openmp when torch's parallel
+// backend is this OpenMP runtime. openmp is an error in builds without OpenMP.
+enum class ParallelBackend { halide = 0, openmp = 1 };
+NORMGEN_API Status set_parallel_backend(ParallelBackend backend);
+NORMGEN_API ParallelBackend parallel_backend();
+// The shared object of the OpenMP runtime the openmp backend runs on (e.g.
+// ".../torch/lib/libgomp.so.1"); empty in builds without OpenMP.
+NORMGEN_API std::string openmp_runtime();
+
 // ---- kernel scratch memory -------------------------------------------------------------
 // Kernels take their intermediate buffers (per-channel partial sums, staged statistics)
 // from a process-wide cache that keeps up to 64 freed blocks / 256 MiB, so repeated calls

@@ -1,0 +1,49 @@
+"""normgen.torch runs the CPU kernels on torch's own thread pool when it can.
+
+torch's CPU ops run on its OpenMP runtime (libgomp), whose workers spin for a while after
+every parallel region. A normgen kernel called between torch ops on Halide's separate
+pool then competes with those spinning workers: with as many threads as cores, half of
+its threads wait (measured: a 2-thread GroupNorm training step after torch ops ran 1.6x
+slower than on an idle machine). When torch's parallel backend is OpenMP and normgen's
+"openmp" backend uses the same OpenMP runtime (one libgomp in the process), importing
+normgen.torch selects it; the thread count then follows torch.set_num_threads until
+normgen.set_num_threads is called. ``normgen.set_parallel_backend("halide")`` goes back.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .. import _normgen
+
+
+def _openmp_runtimes_loaded():
+    """Shared objects of OpenMP runtimes mapped into this process (libgomp, libomp, libiomp5)."""
+    found = set()
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1] if len(line.split()) >= 6 else ""
+                base = os.path.basename(path)
+                if base.startswith(("libgomp", "libomp", "libiomp")):
+                    found.add(os.path.realpath(path))
+    except OSError:
+        return None
+    return found
+
+
+def shares_torch_openmp() -> bool:
+    """Whether normgen's "openmp" backend would run on the OpenMP runtime torch's ops use."""
+    ours = _normgen.openmp_runtime()
+    if not ours or "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return False
+    return _openmp_runtimes_loaded() == {os.path.realpath(ours)}
+
+
+def use_torch_threads() -> bool:
+    """Select the "openmp" backend when it shares torch's pool; returns whether it did."""
+    if _normgen.parallel_backend() == "halide" and shares_torch_openmp():
+        _normgen.set_parallel_backend("openmp")
+        return True
+    return _normgen.parallel_backend() == "openmp"
