@@ -66,6 +66,7 @@ Status batch_norm_forward(const TensorView &x, const TensorView *running_mean, c
         call.bind_channel(*running_mean, "running_mean", false);
         call.bind_channel(*running_var, "running_var", false);
     }
+    call.fold_batch_into_spatial();
     s = call.run("batch_norm", "fwd",
                  ChannelCall::variant(fused ? epilogue : nullptr,
                                       Variant().set("affine", affine).set("training", training)));
@@ -107,6 +108,7 @@ Status batch_norm_backward(const TensorView &dy, const TensorView &x, const Tens
     call.bind_channel(save_mean, "mean", false);
     call.bind_channel(save_rstd, "rstd", false);
     const bool w = call.bind_backward_params(weight, bias, dweight, dbias, fused ? epilogue : nullptr);
+    call.fold_batch_into_spatial();
     s = call.run("batch_norm", "bwd",
                  ChannelCall::variant(fused ? epilogue : nullptr,
                                       Variant().set("has_weight", w).set("training", training)));

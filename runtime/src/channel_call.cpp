@@ -56,6 +56,7 @@ Status ChannelCall::check_per_channel(const TensorView *t, const char *name, boo
 
 void ChannelCall::bind_tensor(const TensorView &t, const char *arg, bool output) {
     Bound &b = new_bound(arg, 1);
+    b.tensor = true;
     View3D v;
     if (!collapse_3d(t, &v)) {
         void *p = output || t.device == Device::cuda ? staging_.alloc(t) : staging_.gather(t);  // (CUDA: refused at run)
@@ -253,9 +254,25 @@ void ChannelCall::bind_scalar(const char *arg, float v) {
     args_.scalar(arg, &scalars_.back());
 }
 
+void ChannelCall::fold_batch() {
+    for (const Bound &b : bound_) {
+        if (!b.tensor) continue;
+        const halide_dimension_t *d = b.hb.buf.dim;
+        if (d[0].extent > 1 && d[2].extent > 1 && int64_t(d[2].stride) != int64_t(d[0].stride) * d[0].extent) return;
+    }
+    for (Bound &b : bound_) {
+        if (!b.tensor) continue;
+        halide_dimension_t *d = b.hb.buf.dim;
+        if (d[0].extent <= 1) d[0].stride = d[2].stride;  // (S = 1: positions are samples)
+        d[0].extent *= d[2].extent;                        // (N x S fits int32: check_x)
+        d[2].extent = 1;
+    }
+}
+
 Status ChannelCall::run(const char *op, const char *dir, const Variant &variant) {
     const char *layout = unit_dim_ == 0 ? "nchw" : unit_dim_ == 1 ? "nhwc" : "strided";
     if (!params_unit_) layout = "strided";
+    if (fold_batch_ && !groups_ && !std::strcmp(layout, "nhwc")) fold_batch();
     std::string why;
     const bool cuda = x_.device == Device::cuda;
     if (!mismatch_.empty())

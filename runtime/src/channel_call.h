@@ -73,6 +73,13 @@ public:
     // A float32 per-(channel, sample) scratch output of group kernels.
     void bind_channel_scratch(const char *arg);
 
+    // The op reduces or maps over all of (s, n) alike (BatchNorm, the feature ops): a
+    // channels-last call whose samples follow each other in memory then runs as one
+    // sample of N x S positions, so the kernels' blocks of positions span samples (an
+    // (N, C) BatchNorm1d input was otherwise N blocks of one row each). Dispatch still
+    // sees the call's (N, C, S).
+    void fold_batch_into_spatial() { fold_batch_ = true; }
+
     Status run(const char *op, const char *dir, const Variant &variant);
 
 private:
@@ -83,8 +90,12 @@ private:
         const TensorView *out_view = nullptr;
         void *stage = nullptr;
         bool on_device = false;  // the caller's CUDA memory
+        bool tensor = false;     // an (s, c, n) tensor (bind_tensor)
     };
     Bound &new_bound(const char *arg, int channel_dim);
+    // fold_batch_into_spatial() on the bound tensors, when every one's samples are contiguous.
+    void fold_batch();
+    bool fold_batch_ = false;
     // A tensor of a CUDA call bound at `data` (its own memory unless staged; staging a
     // CUDA tensor is refused unless `may_stage`: small parameters and statistics).
     void note_device(Bound &b, const TensorView &t, const void *data, bool may_stage);

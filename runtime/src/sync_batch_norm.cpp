@@ -71,6 +71,7 @@ Status sync_batch_norm_moments(const TensorView &x, double *row) {
     float *stat[5];
     const char *names[5] = {"stats.0", "stats.1", "stats.2", "stats.3", "stats.4"};
     for (int i = 0; i < 5; i++) stat[i] = call.bind_channel_stat(nullptr, names[i]);
+    call.fold_batch_into_spatial();
     if (!(s = call.run("feature_stats", "fwd", "")).ok()) return s;
     for (int64_t c = 0; c < C; c++) {
         row[1 + c] = double(stat[0][c]) + double(stat[1][c]);  // shift + (mean - shift)

@@ -193,3 +193,61 @@ TEST(BatchNormBadInput, OneValuePerChannelAndMissingRunningStats) {
 }
 
 }  // namespace
+
+// Channels-last calls whose samples follow each other in memory run as one sample of
+// N x S positions (BatchNorm1d's (N, C) included); samples with gaps between them run
+// unfolded. Both match the float64 statistics and each other.
+TEST(BatchNormChannelsLast, FoldedAndGappedSamplesMatchFloat64) {
+    const int64_t N = 7, C = 24, S = 5, gap = 3;
+    std::mt19937 rng(11);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    // x[n][s][c] at n * (S * C + gap) + s * C + c in `gapped`, without the gaps in `dense`.
+    std::vector<float> gapped(N * (S * C + gap), -1e30f), dense(N * S * C);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < S * C; i++) dense[n * S * C + i] = gapped[n * (S * C + gap) + i] = 50.f + 2.f * nd(rng);
+    auto bn = [&](float *data, std::vector<int64_t> strides, std::vector<float> &mean, std::vector<float> &rstd) {
+        std::vector<float> y(N * (S * C + gap));
+        mean.assign(C, 0.f);
+        rstd.assign(C, 0.f);
+        TensorView xv = TensorView::strided(data, DType::f32, {N, C, S}, strides),
+                   yv = TensorView::strided(y.data(), DType::f32, {N, C, S}, strides),
+                   mv = TensorView::contiguous(mean.data(), DType::f32, {C}),
+                   rv = TensorView::contiguous(rstd.data(), DType::f32, {C});
+        Status s = normgen::batch_norm_forward(xv, nullptr, nullptr, nullptr, nullptr, true, 0.1, 1e-5, yv, &mv, &rv);
+        EXPECT_TRUE(s.ok()) << s.message();
+        EXPECT_NE(std::string(normgen::last_kernel()).find("nhwc"), std::string::npos) << normgen::last_kernel();
+    };
+    std::vector<float> m_dense, r_dense, m_gap, r_gap, m_1d, r_1d;
+    bn(dense.data(), {S * C, 1, C}, m_dense, r_dense);
+    bn(gapped.data(), {S * C + gap, 1, C}, m_gap, r_gap);
+    for (int64_t c = 0; c < C; c++) {
+        double m = 0, v = 0;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s = 0; s < S; s++) m += dense[(n * S + s) * C + c];
+        m /= N * S;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s = 0; s < S; s++) v += std::pow(dense[(n * S + s) * C + c] - m, 2);
+        const double r = 1 / std::sqrt(v / (N * S) + 1e-5);
+        const double tol = 8 * ref::unit_roundoff(DType::f32) * std::log2(double(N * S) + 2);
+        EXPECT_NEAR(m_dense[c], m, tol * 60) << c;
+        EXPECT_NEAR(m_gap[c], m, tol * 60) << c;
+        EXPECT_NEAR(r_dense[c], r, tol * r * 30) << c;
+        EXPECT_NEAR(r_gap[c], r, tol * r * 30) << c;
+    }
+    // BatchNorm1d: (N x S, C) rows, the same values as 2-D.
+    std::vector<float> y1(dense.size()), mean1(C), rstd1(C);
+    TensorView x1 = TensorView::contiguous(dense.data(), DType::f32, {N * S, C}),
+               y1v = TensorView::contiguous(y1.data(), DType::f32, {N * S, C}),
+               m1 = TensorView::contiguous(mean1.data(), DType::f32, {C}),
+               r1 = TensorView::contiguous(rstd1.data(), DType::f32, {C});
+    Status s = normgen::batch_norm_forward(x1, nullptr, nullptr, nullptr, nullptr, true, 0.1, 1e-5, y1v, &m1, &r1);
+    ASSERT_TRUE(s.ok()) << s.message();
+    for (int64_t c = 0; c < C; c++) {
+        EXPECT_NEAR(mean1[c], m_dense[c], 1e-4f) << c;
+        EXPECT_NEAR(rstd1[c], r_dense[c], 1e-4f * r_dense[c]) << c;
+    }
+    for (int64_t i = 0; i < N * S * C; i++) {
+        const int64_t c = i % C;
+        ASSERT_NEAR(y1[i], (dense[i] - mean1[c]) * rstd1[c], 1e-4f) << i;
+    }
+}

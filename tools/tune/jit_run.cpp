@@ -85,8 +85,12 @@ JitWorkload::Shape JitWorkload::shape_of(const std::string &name, int dims) cons
     const int S = static_cast<int>(w.spatial()), C = static_cast<int>(w.channels()), N = static_cast<int>(w.batch());
     const int G = w.groups, J = G ? C / G : 0;
     const bool group_op = G > 0;
+    // BatchNorm runs channels-last samples as one run of N x S positions, as the
+    // runtime calls it (ChannelCall::fold_batch_into_spatial).
+    const bool folded = w.layout == "nhwc" && w.generator.rfind("batch_norm_", 0) == 0;
     if (tensor) {
         if (dims == 4) s.sizes = {S, J, G, N};
+        else if (folded) s.sizes = {S * N, C, 1};
         else s.sizes = {S, C, N};
         if (w.layout == "nhwc") s.storage_order = {1, 0, 2};
         s.strided = w.layout == "strided";
