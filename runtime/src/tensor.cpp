@@ -4,6 +4,7 @@
 #include "kernel_table.h"
 
 #include <algorithm>
+#include <array>
 #include <new>
 #include <climits>
 #include <cmath>
@@ -77,13 +78,18 @@ int64_t TensorView::numel() const {
 std::string describe(const char *op, const char *dir, DType dtype, const std::vector<int64_t> &shape,
                      const char *layout) {
     std::string s = std::string(op) + ":" + dir + ":" + dtype_name(dtype) + ":";
-    for (size_t i = 0; i < shape.size(); i++) s += (i ? "x" : "") + std::to_string(shape[i]);
-    if (shape.empty()) s += "scalar";
+    s += shape.empty() ? "scalar" : detail::shape_text(shape);
     if (layout) s += std::string(":") + layout;
     return s;
 }
 
 namespace detail {
+
+std::string shape_text(const std::vector<int64_t> &shape) {
+    std::string s;
+    for (int64_t d : shape) s += (s.empty() ? "" : "x") + std::to_string(d);
+    return s;
+}
 
 std::string shape_str(const std::vector<int64_t> &s) {
     std::string r = "[";
@@ -372,8 +378,13 @@ Status check_backward_outputs(const char *op, const TensorView &dx, const Tensor
     if (!weight && (dweight || dbias))
         return invalid(std::string("dweight/dbias were requested but weight is None: ") + op +
                        " without weight has no parameters");
-    Status s = check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}}, inputs);
-    return s.ok() ? check_no_overlap({{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}}, {{weight, "weight"}}) : s;
+    // One check over the inputs and the weight (the outputs' own distinctness once).
+    std::array<NamedTensor, 12> ins{};
+    if (inputs.size() + 1 > ins.size()) return invalid("internal: too many tensors for the overlap check");
+    std::copy(inputs.begin(), inputs.end(), ins.begin());
+    ins[inputs.size()] = {weight, "weight"};
+    const NamedTensor outs[] = {{&dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}};
+    return check_no_overlap(outs, 3, ins.data(), inputs.size() + 1);
 }
 
 Status zero_param_grads(const TensorView *dweight, const TensorView *dbias) {

@@ -14,6 +14,9 @@
 
 namespace normgen::detail {
 
+// A shape joined with 'x' ("8192x1024"), as kernels tuned for a shape name it.
+std::string shape_text(const std::vector<int64_t> &shape);
+
 std::string shape_str(const std::vector<int64_t> &s);
 Status invalid(const std::string &msg);
 Status type_error(const std::string &msg);

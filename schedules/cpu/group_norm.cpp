@@ -20,8 +20,11 @@ Var group_tasks(Stage out, const Expr &per_task) {
     return gi;
 }
 
-Expr groups_per_task(const Func &out, const Expr &spatial, const Expr &group_size, const ChannelNormCpuParams &k) {
-    return max(Expr(k.block_kib * 1024) / (spatial * group_size * out.types()[0].bytes()), 1);
+// At most the groups there are: the task loop runs `per_task` guarded iterations, so
+// 256 KiB tasks over 2x2 images (8192 groups per task, 8 real) spent 0.16 ms on empty
+// ones where the whole call needs 0.01 ms.
+Expr groups_per_task(const Func &out, const Expr &spatial, const alg::GroupIndexing &gi, const ChannelNormCpuParams &k) {
+    return clamp(Expr(k.block_kib * 1024) / (spatial * gi.group_size * out.types()[0].bytes()), 1, gi.groups);
 }
 
 // Per-(channel, sample) and per-(group, sample) values computed where the output loop
@@ -70,7 +73,7 @@ void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNorm
         specialize_cases(p.y, activation_cases(p.activation));
         return;
     }
-    Expr per_task = groups_per_task(p.y, spatial, gi.group_size, k);
+    Expr per_task = groups_per_task(p.y, spatial, gi, k);
     Var task = group_tasks(p.y, per_task);
     vectorized(p.y, s, lanes * k.out_unroll);
     group_tasks(p.stats, per_task);
@@ -108,7 +111,7 @@ void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNo
         per_group_level({p.group_sums}, at, flat, lanes);
         per_group_level(p.per_channel, at, flat, lanes);
     } else {
-        Expr per_task = groups_per_task(p.dx, spatial, gi.group_size, k);
+        Expr per_task = groups_per_task(p.dx, spatial, gi, k);
         Var task = group_tasks(p.dx, per_task);
         vectorized(p.dx, s, lanes * k.out_unroll);
         at = LoopLevel(p.dx, task);
