@@ -101,8 +101,9 @@ std::once_flag g_init;
 
 std::atomic<ParallelBackend> g_backend{ParallelBackend::halide};
 
-// A Halide runtime normgen hooks, and the do_par_for it had before normgen routed its
-// parallel loops to OpenMP (restored when the backend goes back to halide).
+// A Halide runtime normgen hooks, and its do_par_for for the halide backend: normgen's
+// halide_pool_do_par_for in libnormgen's own runtime; in a consumer's, the one it had
+// before normgen routed its loops to OpenMP (restored when the backend goes back).
 struct HookedRuntime {
     const ExternalKernel *source;  // the registration that brought it (null: libnormgen's own)
     KernelRuntimeHooks hooks;
@@ -114,7 +115,7 @@ void route_parallel_loops(HookedRuntime &r) {
     if (!r.hooks.set_custom_do_par_for) return;
     if (g_backend == ParallelBackend::openmp) {
         KernelRuntimeHooks::DoParFor prev = r.hooks.set_custom_do_par_for(openmp_do_par_for);
-        if (prev != openmp_do_par_for) r.halide_par_for = prev;
+        if (!r.halide_par_for && prev != openmp_do_par_for) r.halide_par_for = prev;
     } else if (r.halide_par_for) {
         r.hooks.set_custom_do_par_for(r.halide_par_for);
     }
@@ -136,7 +137,8 @@ void hook_runtime(HookedRuntime &r) {
 HookedRuntime g_own_runtime{nullptr,
                             {halide_set_error_handler, halide_set_num_threads,
                              halide_set_custom_can_use_target_features, halide_set_custom_malloc,
-                             halide_set_custom_free, halide_set_custom_do_par_for}};
+                             halide_set_custom_free, halide_set_custom_do_par_for},
+                            halide_pool_do_par_for};
 
 void init_runtime() {
     std::call_once(g_init, [] {

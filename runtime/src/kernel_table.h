@@ -121,5 +121,11 @@ bool openmp_built();
 int openmp_max_threads();
 std::string openmp_runtime_path();
 int openmp_do_par_for(void *user_context, halide_task_t task, int min, int extent, uint8_t *closure);
+// The halide backend in libnormgen's own runtime: Halide's pool, except that a loop of
+// one task runs on the calling thread. (The pool queues even a single task, and the
+// thread that waits for it runs other queued tasks of the enclosing parallel loop
+// meanwhile: GroupNorm's per-sample group loop of one task then held several samples'
+// scratch at once, a number that varied from call to call.)
+int halide_pool_do_par_for(void *user_context, halide_task_t task, int min, int extent, uint8_t *closure);
 
 }  // namespace normgen::detail

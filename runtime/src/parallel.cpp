@@ -38,6 +38,11 @@ std::string openmp_runtime_path() {
     return "";
 }
 
+int halide_pool_do_par_for(void *user_context, halide_task_t task, int min, int extent, uint8_t *closure) {
+    if (extent == 1) return task(user_context, min, closure);
+    return halide_default_do_par_for(user_context, task, min, extent, closure);
+}
+
 // Halide's do_par_for contract: run task(i) for every i in [min, min + extent), in any
 // order, and return the first non-zero result (an error; the remaining tasks may be
 // skipped). Tasks go to the team's threads one at a time from a shared counter (the

@@ -143,10 +143,20 @@ Measured measure(const Case &c) {
         window(kSteadyCalls);
     } while (g_calls.load() > 0 && ++windows < 20);
     EXPECT_LT(windows, 20) << c.name << ": still allocating after " << 20 * kSteadyCalls << " calls";
-    const int64_t before = normgen::scratch_stats().system_allocations;
-    window(kSteadyCalls);
-    return {scratch_peak, normgen::scratch_stats().system_allocations - before, g_calls.load(), g_bytes.load(),
-            g_largest.load()};
+    // The measured window. Under load a new overlap can still come later (a worker
+    // descheduled while the next tasks start) and take one more scratch block, which the
+    // cache then keeps: so up to 5 windows may each take scratch blocks before one takes
+    // none (seen in CI, with another test running alongside). Any other host allocation,
+    // in any of these windows, is a failure.
+    int64_t scratch_system = 0, other_calls = 0;
+    for (int tries = 0; tries < 5; tries++) {
+        const int64_t before = normgen::scratch_stats().system_allocations;
+        window(kSteadyCalls);
+        scratch_system = normgen::scratch_stats().system_allocations - before;
+        other_calls += g_calls.load() - scratch_system;
+        if (scratch_system == 0) break;
+    }
+    return {scratch_peak, scratch_system, other_calls + scratch_system, g_bytes.load(), g_largest.load()};
 }
 
 TensorView nhwc(Buf &b, int64_t n, int64_t c, int64_t h, int64_t w) {
