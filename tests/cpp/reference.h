@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,20 @@ inline void PrintTo(const KernelInfo &k, std::ostream *os) { *os << k.name; }
 }  // namespace normgen
 
 namespace ref {
+
+// n normal float32 values (mean `mean`, standard deviation 1) from `seed`.
+inline std::vector<float> randn(size_t n, unsigned seed, float mean) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(mean, 1.f);
+    std::vector<float> v(n);
+    for (auto &x : v) x = nd(rng);
+    return v;
+}
+
+// A contiguous float32 view of `v`.
+inline normgen::TensorView view(std::vector<float> &v, std::initializer_list<int64_t> shape) {
+    return normgen::TensorView::contiguous(v.data(), normgen::DType::f32, shape);
+}
 
 // A kernel table's dtype name as a DType.
 // The CPU kernels of the table (the CUDA ones are tested in test_cuda.cpp, on a GPU).

@@ -2,7 +2,7 @@
 // bit-identical to serial calls, and the error path (messages naming arguments, Halide
 // errors routed through the user context) stays per call. (Run under ThreadSanitizer
 // with -DNORMGEN_SANITIZE=thread.)
-#include "normgen/normgen.h"
+#include "reference.h"
 
 #include <gtest/gtest.h>
 
@@ -22,17 +22,8 @@ using normgen::TensorView;
 
 namespace {
 
-std::vector<float> randn(size_t n, unsigned seed, float mean) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> nd(mean, 1.f);
-    std::vector<float> v(n);
-    for (auto &x : v) x = nd(rng);
-    return v;
-}
-
-TensorView view(std::vector<float> &v, std::initializer_list<int64_t> shape) {
-    return TensorView::contiguous(v.data(), DType::f32, shape);
-}
+using ref::randn;
+using ref::view;
 
 // One job: an op on the shared inputs writing its own outputs (returned by value).
 struct Job {

@@ -3,7 +3,7 @@
 // blocks; reductions combine partials in block order), from one thread, from several
 // at once, and from inside an OpenMP parallel region; the thread count follows OpenMP's
 // until set_num_threads() chooses one; a build without OpenMP refuses the backend.
-#include "normgen/normgen.h"
+#include "reference.h"
 
 #include <gtest/gtest.h>
 
@@ -24,17 +24,8 @@ using normgen::TensorView;
 
 namespace {
 
-std::vector<float> randn(size_t n, unsigned seed, float mean) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> nd(mean, 1.f);
-    std::vector<float> v(n);
-    for (auto &x : v) x = nd(rng);
-    return v;
-}
-
-TensorView view(std::vector<float> &v, std::initializer_list<int64_t> shape) {
-    return TensorView::contiguous(v.data(), DType::f32, shape);
-}
+using ref::randn;
+using ref::view;
 
 // Restores the backend and the thread count a test changed.
 struct BackendScope {

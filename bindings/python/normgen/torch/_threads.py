@@ -24,10 +24,9 @@ def _openmp_runtimes_loaded():
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
-                path = line.split()[-1] if len(line.split()) >= 6 else ""
-                base = os.path.basename(path)
-                if base.startswith(("libgomp", "libomp", "libiomp")):
-                    found.add(os.path.realpath(path))
+                fields = line.split()  # address perms offset dev inode [path]
+                if len(fields) >= 6 and os.path.basename(fields[5]).startswith(("libgomp", "libomp", "libiomp")):
+                    found.add(os.path.realpath(fields[5]))
     except OSError:
         return None
     return found
