@@ -40,8 +40,8 @@ inline WeightNormForward weight_norm_forward(const Func &v, const Func &g, const
     p.sumsq(c) += v32(p.k.x, c, p.k.y) * v32(p.k.x, c, p.k.y);
     p.norm = Func("norm");
     p.norm(c) = Halide::sqrt(p.sumsq(c));
-    p.scale = Func("wn_scale");
-    p.scale(c) = widen(g(c)) / p.norm(c);
+    p.scale = Func("wn_scale");  // from sumsq, not from the output `norm`, so both can be computed together
+    p.scale(c) = widen(g(c)) / Halide::sqrt(p.sumsq(c));
     p.w = Func("w");
     p.w(s, c, n) = narrow(v32(s, c, n) * p.scale(c), out_type);
     return p;

@@ -18,11 +18,6 @@ void schedule_batch_norm_forward_cpu(alg::ChannelNormForward &p, const ChannelNo
     const int lanes = lanes_of(k, t);
     const bool training = p.stats.defined();
     if (layout == "nhwc") {
-        Var sb("sb"), so("so"), sn("sn");
-        p.y.reorder(c, s, n);
-        vectorized(p.y, c, lanes * k.out_unroll);
-        Expr rows = max(Expr(k.block_kib * 1024) / (channels * p.y.type().bytes()), 1);
-        p.y.split(s, so, s, rows, TailStrategy::GuardWithIf).fuse(so, n, sn).parallel(sn);
         if (training) {
             p.pilot_sum.compute_root();
             vectorized(p.pilot_sum, c, lanes);
@@ -36,23 +31,20 @@ void schedule_batch_norm_forward_cpu(alg::ChannelNormForward &p, const ChannelNo
             f.compute_root();
             vectorized(f, c, lanes);
         }
-        specialize_cases(p.y, activation_cases(p.activation));
+        channel_elementwise(p.y, layout, k, t, spatial, channels, activation_cases(p.activation));
         return;
     }
     if (layout == "nchw") {
         // Memory order throughout: the statistics pass streams (n, c, s) accumulating
         // per-channel vector partials for blocks of samples (parallel), the output pass
         // streams again; a tensor that fits the last-level cache is re-read from it.
-        Var cn("cn");
-        nchw_output_tasks(p.y, spatial, k);
-        vectorized(p.y, s, lanes * k.out_unroll);
+        channel_elementwise(p.y, layout, k, t, spatial, channels, activation_cases(p.activation));
         for (Func &f : p.per_channel) f.compute_root();
         if (training) {
             p.pilot_sum.compute_root();
             streaming_nchw_reduction(p.dev, p.k, c, lanes * k.accumulators, batch, k.min_blocks);
             p.stats.compute_root();
         }
-        specialize_cases(p.y, activation_cases(p.activation));
         return;
     }
     // strided: channel-at-a-time, tasks of `channels_per_task` channels.
@@ -75,20 +67,13 @@ void schedule_batch_norm_backward_cpu(alg::ChannelNormBackward &p, const Channel
     const int lanes = lanes_of(k, t);
     const std::vector<Expr> cases = activation_cases(p.activation);
     if (layout == "nhwc") {
-        Var so("so"), sn("sn");
-        p.dx.reorder(c, s, n);
-        vectorized(p.dx, c, lanes * k.out_unroll);
-        Expr rows = max(Expr(k.block_kib * 1024) / (channels * p.dx.types()[0].bytes()), 1);
-        p.dx.split(s, so, s, rows, TailStrategy::GuardWithIf).fuse(so, n, sn).parallel(sn);
-        specialize_cases(p.dx, cases);
+        channel_elementwise(p.dx, layout, k, t, spatial, channels, cases);
         blocked_channel_reduction(p.sums, p.k, c, lanes, spatial, channels, k, p.dx.types()[0].bytes(), cases);
         for (Func &g : p.param_grads) vectorized(g, c, lanes);
         return;
     }
     if (layout == "nchw") {
-        nchw_output_tasks(p.dx, spatial, k);
-        vectorized(p.dx, s, lanes * k.out_unroll);
-        specialize_cases(p.dx, cases);
+        channel_elementwise(p.dx, layout, k, t, spatial, channels, cases);
         streaming_nchw_reduction(p.sums, p.k, c, lanes * k.accumulators, batch, k.min_blocks, cases);
         for (Func &g : p.param_grads) g.compute_root();
         return;

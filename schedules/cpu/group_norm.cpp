@@ -61,16 +61,16 @@ void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNorm
     const bool flat = gi.is_flat();
     if (flat) {
         (void)layout;
-        p.y.reorder(c, s, n).parallel(n);
-        vectorized(p.y, c, lanes * k.out_unroll);
+        const Expr channels = gi.groups * gi.group_size;
+        p.y.parallel(n);
+        channel_chunks(p.y, c, {s}, {n}, lanes, k.channel_vectors, channels, activation_cases(p.activation));
         p.stats.parallel(n).compute_with(p.y, n);
         LoopLevel at(p.y, n);
-        channels_last_reduction(p.pilot_sum, p.pilot, lanes, at);
-        channels_last_reduction(p.dev, p.k, lanes, at);
+        channels_last_reduction(p.pilot_sum, p.pilot, lanes, at, k.channel_vectors, channels);
+        channels_last_reduction(p.dev, p.k, lanes, at, k.channel_vectors, channels);
         per_group_level({p.shift}, at, flat, lanes);
         per_group_level(p.per_group, at, flat, lanes);
         per_group_level(p.per_channel, at, flat, lanes);
-        specialize_cases(p.y, activation_cases(p.activation));
         return;
     }
     Expr per_task = groups_per_task(p.y, spatial, gi, k);
@@ -99,14 +99,14 @@ void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNo
     LoopLevel at;
     if (flat) {
         (void)layout;
-        p.dx.reorder(c, s, n).parallel(n);
-        vectorized(p.dx, c, lanes * k.out_unroll);
+        p.dx.parallel(n);
+        channel_chunks(p.dx, c, {s}, {n}, lanes, k.channel_vectors, gi.groups * gi.group_size, cases);
         at = LoopLevel(p.dx, n);
         if (with_params) {
             p.channel_sums.parallel(n).compute_with(p.dx, n);
             vectorized(p.channel_sums, c, lanes);
         }
-        channels_last_reduction(p.sums, p.k, lanes, at, cases);
+        channels_last_reduction(p.sums, p.k, lanes, at, k.channel_vectors, gi.groups * gi.group_size, cases);
         per_group_level(p.per_channel_in, at, flat, lanes);
         per_group_level({p.group_sums}, at, flat, lanes);
         per_group_level(p.per_channel, at, flat, lanes);
@@ -124,8 +124,8 @@ void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNo
         vector_reduction(p.sums, p.k, {n}, lanes * k.accumulators, at, {j, g}, store, cases);
         per_group_level({p.group_sums}, at, flat, lanes);
         per_group_level(p.per_channel, at, flat, lanes, store);
+        specialize_cases(p.dx, cases);
     }
-    specialize_cases(p.dx, cases);
     if (!with_params) return;
     // Sums over samples of the per-(channel, sample) sums: C x N values.
     for (Func f : p.param_grads) {

@@ -14,14 +14,16 @@ namespace {
 // nchw / strided: tasks of consecutive cells worth `block_kib` of input, each cell a
 // vector reduction along s. nhwc: a task per sample, vectors across channels.
 void cell_reductions(Func cells, const std::vector<std::pair<Func, RDom>> &reds, const std::string &layout,
-                     const ChannelNormCpuParams &k, const Target &t, const Expr &spatial, int elem_bytes) {
+                     const ChannelNormCpuParams &k, const Target &t, const Expr &spatial, const Expr &channels,
+                     int elem_bytes) {
     Var c = alg::channel_var(), n = alg::batch_var(), cn("cn"), cno("cno"), cni("cni");
     const int lanes = lanes_of(k, t);
     cells.compute_root();
     if (layout == "nhwc") {
         cells.reorder(c, n).parallel(n);
         vectorized(cells, c, lanes);
-        for (const auto &[f, r] : reds) channels_last_reduction(f, r, lanes, LoopLevel(cells, n));
+        for (const auto &[f, r] : reds)
+            channels_last_reduction(f, r, lanes, LoopLevel(cells, n), k.channel_vectors, channels);
         return;
     }
     Expr per_task = max(Expr(k.block_kib * 1024) / (spatial * elem_bytes), 1);
@@ -52,7 +54,7 @@ void schedule_mixed_norm_forward_cpu(alg::MixedNormForward &p, const ChannelNorm
                                      const std::string &layout, const Expr &spatial, const Expr &channels) {
     const int lanes = lanes_of(k, t), bytes = p.y.type().bytes();
     cell_reductions(p.moments.cell, {{p.moments.pilot_sum, p.moments.pilot}, {p.moments.dev, p.moments.k}}, layout,
-                    k, t, spatial, bytes);
+                    k, t, spatial, channels, bytes);
     small_root(p.merges, lanes);
     small_root(p.coeffs, lanes);
     channel_elementwise(p.y, layout, k, t, spatial, channels);
@@ -61,7 +63,7 @@ void schedule_mixed_norm_forward_cpu(alg::MixedNormForward &p, const ChannelNorm
 void schedule_mixed_norm_backward_cpu(alg::MixedNormBackward &p, const ChannelNormCpuParams &k, const Target &t,
                                       const std::string &layout, const Expr &spatial, const Expr &channels) {
     const int lanes = lanes_of(k, t), bytes = p.dx.type().bytes();
-    cell_reductions(p.sums.in(), {{p.sums, p.k}}, layout, k, t, spatial, 2 * bytes);
+    cell_reductions(p.sums.in(), {{p.sums, p.k}}, layout, k, t, spatial, channels, 2 * bytes);
     small_root(p.merges, lanes);
     small_root(p.coeffs, lanes);
     channel_elementwise(p.dx, layout, k, t, spatial, channels);
