@@ -436,9 +436,18 @@ def markdown(results, meta):
             v = [r["times_ms"][p] / r["times_ms"]["normgen"] for r in rows if p in r["times_ms"]]
             parts.append(f"vs {p} {math.exp(sum(map(math.log, v)) / len(v)):.2f}x ({len(v)} cases)")
         lines.append(f"Geometric mean, {thr} thread(s): " + ", ".join(parts) + ".")
+        # What a kernel moving the minimal bytes at the copy's speed would show: a
+        # bound on any ratio from memory traffic alone (a kernel can pass it only where
+        # caches serve part of the traffic better than the copy's).
+        ceil = []
+        for p in peers_seen:
+            v = [r["times_ms"][p] / r["times_ms"]["copy"] for r in rows if p in r["times_ms"]]
+            ceil.append(f"vs {p} {math.exp(sum(map(math.log, v)) / len(v)):.2f}x")
+        lines.append(f"At copy speed, {thr} thread(s): " + ", ".join(ceil) + ".")
     lines.append("")
     note = ("vs X = X's time / normgen's time (> 1: normgen faster). % of copy = copy time for the same "
-            "byte count / normgen time.")
+            "byte count / normgen time. \"At copy speed\": the geometric mean of X's time / the copy's time, "
+            "the ratio a kernel running at 100% of copy would show.")
     if "oneDNN nChw16c" in peers_seen:
         note += " \"oneDNN nChw16c\" runs on oneDNN's own blocked layout (a reference, not a drop-in peer)."
     lines.append(note)

@@ -40,6 +40,9 @@ public:
     GeneratorParam<std::string> schedule{"schedule", ""};
 
     Input<Buffer<>> *x = nullptr;
+    // nchw: x again as (q, g, n), each group's C/G x S values one row (the runtime
+    // passes this view of x; groups of an NCHW-contiguous tensor are runs of memory).
+    Input<Buffer<>> *x_groups = nullptr;
     EpilogueInputs ep;
     Input<int> *groups = nullptr;
     Input<float> *eps = nullptr;
@@ -51,6 +54,7 @@ public:
         Type t = alg::storage_type(dtype);
         GroupViews v = group_views(layout);
         x = add_input<Buffer<>>("x", t, v.tensor_dims());
+        if (layout == "nchw") x_groups = add_input<Buffer<>>("x_groups", t, 3);
         if (v.flat) groups = add_input<int>("groups");
         eps = add_input<float>("eps");
         if (affine) {
@@ -69,14 +73,15 @@ public:
         Expr spatial = xi.dim(0).extent(), batch = xi.dim(v.tensor_dims() - 1).extent();
         alg::GroupNormForward p = alg::group_norm_forward(xi, weight ? Func(*weight) : Func(),
                                                           bias ? Func(*bias) : Func(), gi, spatial, *eps,
-                                                          alg::storage_type(dtype), ep.get());
+                                                          alg::storage_type(dtype), ep.get(),
+                                                          x_groups ? Func(*x_groups) : Func());
         *y = p.y;
         *stats = p.stats;
         for (int d = 0; d < v.tensor_dims(); d++) y->dim(d).set_bounds(0, xi.dim(d).extent());
         OutputImageParam st = Func(*stats).output_buffers()[0];
         st.dim(0).set_bounds(0, gi.groups);
         st.dim(1).set_bounds(0, batch);
-        apply_channel_layout(layout, xi, *y, weight, bias, ep.residual);
+        apply_channel_layout(layout, xi, *y, weight, bias, ep.residual, x_groups);
         if (using_autoscheduler()) return;  // one of Halide's autoschedulers (the tuner's baselines)
         if (get_target().has_gpu_feature())
             sched::schedule_group_norm_forward_cuda(p, sched::GpuParams::parse(schedule), layout);

@@ -9,6 +9,8 @@
 //             per group:   Chan's merge, mean_g = m_c0 + mean_j(m_c - m_c0),
 //                          M2_g = sum_j M2_c + S * sum_j (m_c - mean_g)^2
 //                          (channel means as shift + small offset, never rounded);
+//             or, where a group is one run of memory (NCHW), the moments of that run
+//             as one row (see group_moments_from_rows);
 //             y = (x - mean_g) * (rstd_g * w_c) + b_c
 //   backward: xhat = (x - mean_g) * rstd_g, per channel A = sum_s dy, B = sum_s dy*xhat;
 //             per group Sh = sum_j w_c A_c, Shx = sum_j w_c B_c, M = (C/G) * S;
@@ -68,11 +70,14 @@ struct GroupIndexing {
 };
 
 struct GroupNormForward {
+    // Statistics from rows of whole groups (`group_rows`): pilot_sum, shift and dev are
+    // per (g, n) over the row; else per (channel, n) over s, merged per group.
+    bool group_rows = false;
     Func pilot_sum;                // per-(channel, sample) sum over `pilot` (the shift)
-    RDom pilot;                    // (s) prefix
+    RDom pilot;                    // (s) prefix (group rows: (q) prefix)
     Func shift;                    // per-(channel, sample) pilot mean (read by every `dev` step)
     Func dev;                      // per-(channel, sample) (sum d, sum d^2) over `k`
-    RDom k;                        // (s)
+    RDom k;                        // (s) (group rows: (q), the whole row)
     std::vector<Func> per_group;   // per-(g, n) merges (mean, M2, rstd), in dependence order
     std::vector<Func> per_channel; // per-(channel, n) values the output loop reads (mean, scale)
     Func y;                        // output (s, <chan>, n)
@@ -93,18 +98,18 @@ struct GroupNormBackward {
     std::vector<Func> param_grads; // outputs (<chan>): dweight, dbias
 };
 
-// ep: the fused epilogue y = act(norm(x) + residual) (inactive by default).
-inline GroupNormForward group_norm_forward(const Func &x, const Func &w, const Func &b, const GroupIndexing &gi,
-                                           const Expr &spatial, const Expr &eps, const Type &out_type,
-                                           const Epilogue &ep = {}) {
-    Var s = spatial_var(), g = group_var(), n = batch_var();
+// Per-(group, sample) mean and biased variance from per-channel moments over s
+// (fills p's statistics Funcs): each channel shifted by the mean of its first (up to)
+// 256 values, then Chan's merge per group, a channel's mean kept as (shift, sum d / S)
+// relative to the group's first channel (rounding a mean near 1e4 to float32 would
+// perturb the small between-channel spread). Any layout: vectorizable along s or
+// across channels.
+inline void group_moments_from_channels(GroupNormForward &p, const Func &x32, const GroupIndexing &gi,
+                                        const Expr &spatial, Func &gmean, Func &var) {
+    Var g = group_var(), n = batch_var();
     std::vector<Expr> ch = gi.chan_args();
     std::vector<Var> keys = gi.chan;
     keys.push_back(n);
-    GroupNormForward p;
-    Func x32("gn_x32");
-    x32(gi.at(s, ch, n)) = widen(x(gi.at(s, ch, n)));
-    // Per channel: one pass over s, shifted by the mean of its first (up to) 256 values.
     Expr pilot = Halide::min(spatial, 256);
     p.k = RDom(0, spatial, "gn_k");
     p.pilot = RDom(0, pilot, "gn_pilot");
@@ -115,33 +120,74 @@ inline GroupNormForward group_norm_forward(const Func &x, const Func &w, const F
     Expr sf = Halide::cast<float>(spatial);
     Func cm2("gn_c_m2");
     cm2(gi.at(ch, n)) = Halide::max(m.dev(gi.at(ch, n))[1] - m.dev(gi.at(ch, n))[0] * m.dev(gi.at(ch, n))[0] / sf, 0.0f);
-    // Per group: Chan's merge of the channels' (mean, M2). A channel's mean stays split
-    // as (shift, sum d / S) and is taken relative to the group's first channel: rounding
-    // a mean near 1e4 to float32 would perturb the small between-channel spread.
     RDom rj(0, gi.group_size, "gn_rj");
     Expr gsf = Halide::cast<float>(gi.group_size);
     auto offset = [&](const Expr &j) {  // mean of channel j - shift of channel 0
         std::vector<Expr> cj = gi.at(gi.member(j, g), n), c0 = gi.at(gi.member(0, g), n);
         return Halide::strict_float(m.shift(cj) - m.shift(c0) + m.dev(cj)[0] / sf);
     };
-    Func goff("gn_offset"), gm2("gn_m2"), var("gn_var"), rstd("gn_rstd");
+    Func goff("gn_offset"), gm2("gn_m2");
     goff(g, n) = 0.0f;
     goff(g, n) += offset(rj);
-    Func gmean_final("gn_mean_g");
-    gmean_final(g, n) = Halide::strict_float(m.shift(gi.at(gi.member(0, g), n)) + goff(g, n) / gsf);
+    gmean(g, n) = Halide::strict_float(m.shift(gi.at(gi.member(0, g), n)) + goff(g, n) / gsf);
     gm2(g, n) = 0.0f;
     // strict_float: the offsets are differences of values near the data's mean; the
     // simplifier may otherwise regroup them into sums that round at that magnitude.
     Expr dm = Halide::strict_float(offset(rj) - goff(g, n) / gsf);
     gm2(g, n) += cm2(gi.at(gi.member(rj, g), n)) + sf * dm * dm;
     var(g, n) = gm2(g, n) / (sf * gsf);
+    p.per_group = {goff, gmean, gm2, var};
+}
+
+// Per-(group, sample) mean and biased variance from rows of whole groups: rows(q, g, n),
+// q over the group's C/G x S values (a group of an NCHW-contiguous tensor is one run of
+// memory). The row's moments, shifted by the mean of its first (up to) 256 values, as
+// LayerNorm's: no per-channel work, which dominated small planes (7x7: 49 values per
+// channel). The shift comes from the group's first channel(s); the rounding it leaves
+// grows with (shift - mean)^2 / var, at most about C/G, since the group's variance
+// includes the spread between its channels' means.
+inline void group_moments_from_rows(GroupNormForward &p, const Func &rows, const GroupIndexing &gi,
+                                    const Expr &spatial, Func &gmean, Func &var) {
+    Var q("q"), g = group_var(), n = batch_var();
+    Func r32("gn_rows32");
+    r32(q, g, n) = widen(rows(q, g, n));
+    Expr len = spatial * gi.group_size, pilot = Halide::min(len, 256);
+    p.group_rows = true;
+    p.k = RDom(0, len, "gn_k");
+    p.pilot = RDom(0, pilot, "gn_pilot");
+    Moments m = moments(r32, p.k, {g, n}, len, "gn_g", p.pilot, pilot);
+    p.pilot_sum = m.sum;
+    p.shift = m.shift;
+    p.dev = m.dev;
+    gmean(g, n) = m.mean(g, n);
+    var(g, n) = m.var(g, n);
+    p.per_group = {gmean, var};
+}
+
+// ep: the fused epilogue y = act(norm(x) + residual) (inactive by default).
+// group_rows: x viewed as rows of whole groups (see group_moments_from_rows), for the
+// statistics; undefined: per-channel moments merged per group.
+inline GroupNormForward group_norm_forward(const Func &x, const Func &w, const Func &b, const GroupIndexing &gi,
+                                           const Expr &spatial, const Expr &eps, const Type &out_type,
+                                           const Epilogue &ep = {}, const Func &group_rows = Func()) {
+    Var s = spatial_var(), g = group_var(), n = batch_var();
+    std::vector<Expr> ch = gi.chan_args();
+    GroupNormForward p;
+    Func x32("gn_x32");
+    x32(gi.at(s, ch, n)) = widen(x(gi.at(s, ch, n)));
+    Func gmean("gn_mean_g"), var("gn_var"), rstd("gn_rstd");
+    if (group_rows.defined()) {
+        group_moments_from_rows(p, group_rows, gi, spatial, gmean, var);
+    } else {
+        group_moments_from_channels(p, x32, gi, spatial, gmean, var);
+    }
     rstd(g, n) = 1.0f / Halide::sqrt(var(g, n) + eps);
-    p.per_group = {goff, gmean_final, gm2, var, rstd};
+    p.per_group.push_back(rstd);
     // Per channel: the group's mean and rstd * w; the subtraction stays first
     // (x * scale + shift would cancel on offset data).
     Expr grp = gi.group_of();
     Func mean_c("gn_mean_c"), scale_c("gn_scale_c");
-    mean_c(gi.at(ch, n)) = gmean_final(grp, n);
+    mean_c(gi.at(ch, n)) = gmean(grp, n);
     scale_c(gi.at(ch, n)) = w.defined() ? rstd(grp, n) * widen(w(ch)) : rstd(grp, n);
     p.per_channel = {mean_c, scale_c};
     Expr yv = (x32(gi.at(s, ch, n)) - mean_c(gi.at(ch, n))) * scale_c(gi.at(ch, n));
@@ -150,7 +196,7 @@ inline GroupNormForward group_norm_forward(const Func &x, const Func &w, const F
     p.y(gi.at(s, ch, n)) = narrow(apply_epilogue(ep, yv, gi.at(s, ch, n)), out_type);
     p.activation = ep.activation;
     p.stats = Func("stats");
-    p.stats(g, n) = Tuple(gmean_final(g, n), rstd(g, n), var(g, n));
+    p.stats(g, n) = Tuple(gmean(g, n), rstd(g, n), var(g, n));
     return p;
 }
 

@@ -76,6 +76,27 @@ void ChannelCall::bind_tensor(const TensorView &t, const char *arg, bool output)
     args_.buffer(arg, b.hb.get());
 }
 
+void ChannelCall::bind_group_rows(const char *tensor_arg, const char *arg) {
+    const Bound *t = nullptr;
+    for (const Bound &b : bound_)
+        if (!std::strcmp(b.arg, tensor_arg)) t = &b;
+    Bound &b = new_bound(arg, -1);
+    b.hb = t->hb;
+    b.hb.buf.dim = b.hb.dim;
+    b.on_device = t->on_device;
+    // (s, j, g, n) -> (q, g, n) where a group's channels follow each other densely (and
+    // a group's values fit a kernel's 32-bit extent).
+    const halide_dimension_t *d = t->hb.dim;
+    const bool dense = int64_t(d[1].stride) == int64_t(d[0].stride) * d[0].extent;
+    const bool fits = int64_t(d[0].extent) * d[1].extent <= std::numeric_limits<int32_t>::max();
+    if (groups_ && dense && fits) {
+        b.hb.merge_dims(0);
+    } else {
+        group_rows_ = false;
+    }
+    args_.buffer(arg, b.hb.get());
+}
+
 void ChannelCall::bind_channel(const TensorView &t, const char *arg, bool output) {
     Bound &b = new_bound(arg, 0);
     int64_t extent, stride;
@@ -271,7 +292,7 @@ void ChannelCall::fold_batch() {
 
 Status ChannelCall::run(const char *op, const char *dir, const Variant &variant) {
     const char *layout = unit_dim_ == 0 ? "nchw" : unit_dim_ == 1 ? "nhwc" : "strided";
-    if (!params_unit_) layout = "strided";
+    if (!params_unit_ || (unit_dim_ == 0 && !group_rows_)) layout = "strided";
     if (fold_batch_ && !groups_ && !std::strcmp(layout, "nhwc")) fold_batch();
     std::string why;
     const bool cuda = x_.device == Device::cuda;

@@ -32,6 +32,11 @@ public:
     Status check_per_channel(const TensorView *t, const char *name, bool float32) const;
 
     void bind_tensor(const TensorView &t, const char *arg, bool output);
+    // The group kernels' second view of a bound tensor (`tensor_arg`) as rows of whole
+    // groups, (q, g, n) with q over a group's C/G x S values: the NCHW kernels read their
+    // statistics through it. A tensor whose groups are not dense runs (channel stride !=
+    // S) runs the strided kernels instead.
+    void bind_group_rows(const char *tensor_arg, const char *arg);
     void bind_channel(const TensorView &t, const char *arg, bool output);
     // A per-channel float32 output that may be absent (scratch then); returns its data.
     float *bind_channel_stat(const TensorView *t, const char *arg);
@@ -106,6 +111,7 @@ private:
     // The layout every bound tensor shares: 0 = s unit-stride (nchw), 1 = c (nhwc), -1 = other.
     int unit_dim_ = -2;
     bool params_unit_ = true;
+    bool group_rows_ = true;  // bind_group_rows found dense groups (or was not called)
     // (From the thread's call pool: a steady call allocates nothing.)
     std::pmr::deque<Bound> bound_{call_memory()};
     std::pmr::deque<float> scalars_{call_memory()};

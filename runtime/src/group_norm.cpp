@@ -32,6 +32,7 @@ Status group_norm_call(const TensorView &x, int64_t groups, const TensorView *we
     const bool fused = epilogue && epilogue->active();
     call.set_groups(groups);
     call.bind_tensor(x, "x", false);
+    call.bind_group_rows("x", "x_groups");
     call.bind_tensor(y, "y", true);
     // The fused kernels are affine: identities stand in for absent parameters.
     const bool affine = call.bind_affine(fused && !weight ? &call.constant_channel(1.0f) : weight, bias);

@@ -48,11 +48,10 @@ void schedule_batch_norm_forward_cpu(alg::ChannelNormForward &p, const ChannelNo
         return;
     }
     // strided: channel-at-a-time, tasks of `channels_per_task` channels.
-    Var co("co"), ci("ci");
-    p.y.reorder(s, n, c).split(c, co, ci, k.channels_per_task, TailStrategy::GuardWithIf).parallel(co);
+    Var ci = channel_tasks(p.y, k);
     vectorized(p.y, s, lanes * k.out_unroll);
     if (training) {
-        p.stats.split(c, co, ci, k.channels_per_task, TailStrategy::GuardWithIf).parallel(co).compute_with(p.y, ci);
+        with_channel_tasks(p.stats, p.y, ci, k);
         vector_reduction(p.pilot_sum, p.pilot, c, lanes * k.accumulators, LoopLevel(p.y, ci));
         vector_reduction(p.dev, p.k, c, lanes * k.accumulators, LoopLevel(p.y, ci));
     }

@@ -95,6 +95,23 @@ inline void nchw_output_tasks(Func out, const Expr &spatial, const ChannelNormCp
     out.reorder(s, c, n).fuse(c, n, cn).split(cn, cno, cni, runs, TailStrategy::GuardWithIf).parallel(cno);
 }
 
+// Tasks of `channels_per_task` channels for per-channel-fused schedules (strided
+// layouts; weight norm's nchw): out(s, c, n) loops c outermost (tasks of channels, in
+// parallel), then n, s. Returns the per-channel loop, where each channel's reductions
+// and coefficients are computed just before its outputs.
+inline Var channel_tasks(Stage out, const ChannelNormCpuParams &k) {
+    Var s = alg::spatial_var(), c = alg::channel_var(), n = alg::batch_var(), co("co"), ci("ci");
+    out.reorder(s, n, c).split(c, co, ci, k.channels_per_task, TailStrategy::GuardWithIf).parallel(co);
+    return ci;
+}
+
+// A per-channel output f(c) computed with `out`'s channel loop `ci` (channel_tasks).
+inline void with_channel_tasks(Func f, const Func &out, const Var &ci, const ChannelNormCpuParams &k) {
+    Var co("co");
+    f.split(alg::channel_var(), co, ci, k.channels_per_task, TailStrategy::GuardWithIf).parallel(co);
+    f.compute_with(out, ci);
+}
+
 // Channels-last per-(c, n) reduction over s for one sample: positions in order,
 // vectors across channels in chunks (channel_chunks), partials per channel in L1.
 inline void channels_last_reduction(Func f, const RDom &k, int lanes, const LoopLevel &at, int max_vectors,

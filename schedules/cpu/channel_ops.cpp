@@ -30,23 +30,6 @@ static void per_channel_reduction(Func f, const RDom &k, const ChannelNormCpuPar
     channel_reduction(f, k, shape.layout, kp, t, shape.spatial, shape.channels, shape.batch, elem_bytes);
 }
 
-// Tasks of `channels_per_task` channels for the per-channel-fused (nchw, strided)
-// layouts: out(s, c, n) loops c outermost (tasks of channels, in parallel), then n, s.
-// Returns the per-channel loop, where each channel's reduction and coefficients are
-// computed just before its outputs.
-static Var channel_tasks(Stage out, const ChannelNormCpuParams &k) {
-    Var s = alg::spatial_var(), c = alg::channel_var(), n = alg::batch_var(), co("co"), ci("ci");
-    out.reorder(s, n, c).split(c, co, ci, k.channels_per_task, TailStrategy::GuardWithIf).parallel(co);
-    return ci;
-}
-
-// A per-channel output f(c) computed with `out`'s channel loop `ci` (same task split).
-static void with_channel_tasks(Func f, const Func &out, const Var &ci, const ChannelNormCpuParams &k) {
-    Var co("co");
-    f.split(alg::channel_var(), co, ci, k.channels_per_task, TailStrategy::GuardWithIf).parallel(co);
-    f.compute_with(out, ci);
-}
-
 // Measured (weight_norm:fwd:f32:4096x4096, 1 thread, AMD EPYC Zen 4 VM, 2026-12-06, `normgen-tune
 // time`): fused 0.64x the time of the root-reduction schedule it replaced.
 // Why: channels-last reduces in blocks of positions (vectors across channels), then

@@ -79,9 +79,15 @@ void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNorm
     group_tasks(p.stats, per_task);
     p.stats.compute_with(p.y, task);
     LoopLevel at(p.y, task), store(p.y, Var("go"));
-    vector_reduction(p.pilot_sum, p.pilot, {n}, lanes * k.accumulators, at, {j, g}, store);
-    vector_reduction(p.dev, p.k, {n}, lanes * k.accumulators, at, {j, g}, store);
-    per_group_level({p.shift}, at, flat, lanes, store);
+    if (p.group_rows) {  // a group's statistics: one row reduction, as LayerNorm's
+        vector_reduction(p.pilot_sum, p.pilot, {g, n}, lanes * k.accumulators, at);
+        vector_reduction(p.dev, p.k, {g, n}, lanes * k.accumulators, at);
+        per_group_level({p.shift}, at, flat, lanes);
+    } else {
+        vector_reduction(p.pilot_sum, p.pilot, {n}, lanes * k.accumulators, at, {j, g}, store);
+        vector_reduction(p.dev, p.k, {n}, lanes * k.accumulators, at, {j, g}, store);
+        per_group_level({p.shift}, at, flat, lanes, store);
+    }
     per_group_level(p.per_group, at, flat, lanes);
     per_group_level(p.per_channel, at, flat, lanes, store);
     specialize_cases(p.y, activation_cases(p.activation));

@@ -133,6 +133,28 @@ def test_large_offset(layout, groups):
     assert_close(dx, gx, torch.float32, m, "dx", scale=1e4 * rstd.max().item())
 
 
+@pytest.mark.parametrize("groups", [1, 2, 8])
+def test_group_statistics_across_channels_and_gapped_channels(groups):
+    """NCHW kernels take a group's statistics over its C/G x S values as one run of
+    memory: channel means that differ by far more than their spread (1e4 + 100 c, std 1)
+    are exact to float32 tolerances, and an NCHW view whose channels are not adjacent
+    (channel stride > S) runs the strided kernel, with the same results."""
+    gen = torch.Generator().manual_seed(groups)
+    n, c, length = 3, 8, 37
+    base = torch.randn(n, c, length + 5, generator=gen, dtype=torch.float64)
+    base += 1e4 + 100 * torch.arange(c, dtype=torch.float64).view(1, c, 1)
+    base = base.float()
+    for x, kind in ((base[:, :, :length].contiguous(), "nchw"), (base[:, :, :length], "strided")):
+        assert (x.stride(1) == length) == (kind == "nchw")
+        y, mean, rstd = ng.group_norm_forward(x, groups)
+        assert "_" + kind + "_" in ng.last_kernel(), ng.last_kernel()
+        want, want_mean, want_rstd = _ref_group_norm(x, groups, None, None)
+        m = x.numel() // (n * groups)
+        assert_close(mean, want_mean, torch.float32, m, f"mean {kind}", scale=1e4)
+        assert_close(rstd, want_rstd, torch.float32, m, f"rstd {kind}")
+        assert_close(y, want, torch.float32, m, f"y {kind}", scale=1e4 * rstd.max().item())
+
+
 def test_numpy_inputs():
     xn = np.random.randn(2, 4, 9).astype(np.float32)
     yn = ng.instance_norm(xn)

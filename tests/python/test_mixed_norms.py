@@ -81,8 +81,8 @@ def _check_bin(x, dtype, training, affine, dy=None):
     assert_close(save_rstd[:n], (1 / torch.sqrt(vi + 1e-5)).reshape(n, c), torch.float32, m_in, "IN rstd")
     assert_close(save_mean[n], mb.reshape(c), torch.float32, m_bn, "BN mean", scale=x.double().abs().max().item())
     assert_close(save_rstd[n], (1 / torch.sqrt(vb + 1e-5)).reshape(c), torch.float32, m_bn, "BN rstd")
-    if dy is None:
-        dy = torch.randn(x.shape, dtype=torch.float64).to(dtype)
+    if dy is None:  # (x's memory format: a tuned kernel runs only on its layout)
+        dy = torch.empty_like(x).copy_(torch.randn(x.shape, dtype=torch.float64))
     dx, drho, dw, db = ng.batch_instance_norm_backward(dy, x, save_mean, save_rstd, rho, w)
     x64, rho64, w64, b64 = _d(x), _d(rho), _d(w), _d(b)
     out, _ = ref_batch_instance_norm(x64, rho64, w64, b64, rm, rv, training)
@@ -176,7 +176,7 @@ def _check_sn(x, dtype, training, affine):
                            (save_var[n, :c], vb, "BN var"), (save_rstd, rstd, "rstd")):
         assert_close(got, ref.reshape(got.shape), torch.float32, m, what, scale=max(ref.abs().max().item(), big))
     assert save_mean[n, c] == 0 and save_var[n, c] == 0
-    dy = torch.randn(x.shape, dtype=torch.float64).to(dtype)
+    dy = torch.empty_like(x).copy_(torch.randn(x.shape, dtype=torch.float64))  # (x's memory format)
     dx, dmw, dvw, dw, db = ng.switchable_norm_backward(dy, x, save_mean, save_var, save_rstd, mw, vw, w)
     x64, mw64, vw64, w64, b64 = _d(x), _d(mw), _d(vw), _d(w), _d(b)
     out, stats = ref_switchable_norm(x64, mw64, vw64, w64, b64, rm, rv, training)

@@ -178,7 +178,10 @@ Instance JitWorkload::instantiate(const std::string &knobs) {
                 }
                 auto it = inputs_.find(info.name);
                 if (it == inputs_.end())
-                    it = inputs_.emplace(info.name, make_buffer(info.name, info.types[0], info.dimensions, true)).first;
+                    it = inputs_.emplace(info.name, info.name == "x_groups"
+                                                        ? group_rows_of(inputs_.at("x"))
+                                                        : make_buffer(info.name, info.types[0], info.dimensions, true))
+                             .first;
                 p.set_buffer(it->second);
                 for (int d = 0; d < it->second.dimensions(); d++) {
                     p.set_min_constraint_estimate(d, it->second.dim(d).min());
@@ -207,9 +210,21 @@ Instance JitWorkload::instantiate(const std::string &knobs) {
     return inst;
 }
 
+// GroupNorm's x_groups: x (s, j, g, n) seen as (q, g, n), q = the group's C/G x S
+// values, as the runtime passes it (the same memory, not a copy).
+Buffer<> JitWorkload::group_rows_of(const Buffer<> &x) {
+    std::vector<halide_dimension_t> d = {{0, x.dim(0).extent() * x.dim(1).extent(), x.dim(0).stride()},
+                                         {0, x.dim(2).extent(), x.dim(2).stride()},
+                                         {0, x.dim(3).extent(), x.dim(3).stride()}};
+    Buffer<> rows(x.type(), const_cast<void *>(static_cast<const void *>(x.data())), 3, d.data());
+    rows.set_host_dirty();  // GPU pipelines copy it to the device on first use
+    return rows;
+}
+
 size_t JitWorkload::bytes(const Instance &i) const {
     size_t n = 0;
-    for (const auto &[name, b] : inputs_) n += b.number_of_elements() * b.type().bytes();
+    for (const auto &[name, b] : inputs_)
+        if (name != "x_groups") n += b.number_of_elements() * b.type().bytes();  // (a view of x)
     for (const Buffer<> &b : i.outputs) n += b.number_of_elements() * b.type().bytes();
     return n;
 }

@@ -53,6 +53,7 @@ private:
     Workload w_;
     Halide::Target target_;
     std::map<std::string, Halide::Buffer<>> inputs_;
+    static Halide::Buffer<> group_rows_of(const Halide::Buffer<> &x);
 };
 
 // Median seconds of `repeats` runs each of `instances`, interleaved over `rounds`
