@@ -18,34 +18,41 @@ inline int lanes_of(const ChannelNormCpuParams &k, const Halide::Target &t) {
 
 using namespace Halide;
 
-// A channels-last accumulation stage st(c, ...) over `positions` (innermost first),
-// vectorized across channels: channels go in chunks of up to `max_vectors` vectors
-// with the positions inside, then the chunk loop, then `outer`. A chunk's accumulators
-// are loop-invariant in the position loops and live in registers (channels innermost
-// kept every accumulator in memory, a load and a store per position: measured 0.55 ->
-// 0.28 ms on BatchNorm 1x32x224x224 channels-last, 1 thread, Zen 4 VM, 2026-12-06).
-// Chunks are `max_vectors` vectors where that divides C (specialized on C), else one
-// vector, the last one guarded: two loop nests, not one per power of two (each nest is
-// compiled for every activation case and target: three tripled the fused kernels'
-// build time). `cases` specialize each variant further.
+// A channels-last stage st(c, ...) (a reduction's update or an output) over
+// `positions` (innermost first), then `outer`, vectorized across channels. Where
+// `max_vectors` vectors divide C (specialized on C), channels go in chunks of that many
+// vectors with the positions inside: a chunk's accumulators and per-channel
+// coefficients are loop-invariant there (measured 0.55 -> 0.28 ms on BatchNorm
+// 1x32x224x224 channels-last with 2-vector chunks, 1 thread, Zen 4 VM, 2026-12-06).
+// Other C, and max_vectors = 0: channels innermost, every position's channels in one
+// contiguous pass (chunks of one vector read memory with a stride of C values and ran
+// 2.5x slower from DRAM). Two loop nests: each is compiled for every activation case
+// and target. `cases` specialize each further.
 inline void channel_chunks(Stage st, const Var &c, const std::vector<VarOrRVar> &positions,
                            const std::vector<VarOrRVar> &outer, int lanes, int max_vectors, const Expr &channels,
                            const std::vector<Expr> &cases = {}) {
-    Var co(c.name() + "_co"), cx(c.name() + "_cx"), cm(c.name() + "_cm"), cv(c.name() + "_cv");
-    auto chunks = [&](Stage s, int vectors) {
-        std::vector<VarOrRVar> order{cv, cm};
-        order.insert(order.end(), positions.begin(), positions.end());
-        order.push_back(co);
+    auto schedule = [&](Stage s, int vectors) {
+        std::vector<VarOrRVar> order;
+        if (vectors > 0) {
+            Var co(c.name() + "_co"), cx(c.name() + "_cx"), cm(c.name() + "_cm"), cv(c.name() + "_cv");
+            s.split(c, co, cx, lanes * vectors, TailStrategy::GuardWithIf)
+                .split(cx, cm, cv, lanes)
+                .vectorize(cv)
+                .unroll(cm);
+            order = {cv, cm};
+            order.insert(order.end(), positions.begin(), positions.end());
+            order.push_back(co);
+        } else {
+            order = {c};
+            order.insert(order.end(), positions.begin(), positions.end());
+        }
         order.insert(order.end(), outer.begin(), outer.end());
-        s.split(c, co, cx, lanes * vectors, TailStrategy::GuardWithIf)
-            .split(cx, cm, cv, lanes)
-            .vectorize(cv)
-            .unroll(cm)
-            .reorder(order);
+        s.reorder(order);
+        if (vectors == 0) vectorized(s, c, lanes);
         specialize_cases(s, cases);
     };
-    if (max_vectors > 1) chunks(st.specialize(channels % (lanes * max_vectors) == 0), max_vectors);
-    chunks(st, 1);
+    if (max_vectors > 0) schedule(st.specialize(channels % (lanes * max_vectors) == 0), max_vectors);
+    schedule(st, 0);
 }
 
 // Channels-last reductions: vectorized across channels (in chunks, above), the (s, n)

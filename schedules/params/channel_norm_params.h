@@ -22,7 +22,7 @@ struct ChannelNormCpuParams {
         {"block_kib", &ChannelNormCpuParams::block_kib, 4, 65536, "channels-last KiB per reduction block"},
         {"min_blocks", &ChannelNormCpuParams::min_blocks, 1, 4096, "channels-last minimum reduction blocks"},
         {"channels_per_task", &ChannelNormCpuParams::channels_per_task, 1, 1024, "nchw: channels per parallel task"},
-        {"channel_vectors", &ChannelNormCpuParams::channel_vectors, 1, 16,
+        {"channel_vectors", &ChannelNormCpuParams::channel_vectors, 0, 16,
          "channels-last: at most this many vectors per channel chunk"},
     };
 
