@@ -477,8 +477,8 @@ def main(argv=None):
                         "candidate's, as inside a model where a norm layer follows torch ops whose OpenMP "
                         "workers still spin (default: idle 5 ms first)")
     p.add_argument("--parallel-backend", choices=("auto", "halide", "openmp"), default="auto",
-                   help="normgen's parallel loops: auto = what normgen.torch picks for the module bench "
-                        "(torch's OpenMP pool when shared), Halide's pool for the op bench")
+                   help="normgen's parallel loops: auto = what `import normgen` picks (torch's OpenMP pool "
+                        "when the process shares it, else Halide's)")
     args = p.parse_args(argv)
     if args.back_to_back:
         global SETTLE_S

@@ -1,7 +1,9 @@
-"""The parallel backends from Python: normgen.torch puts the kernels on torch's OpenMP
+"""The parallel backends from Python: importing normgen puts the kernels on torch's OpenMP
 pool when both use the same OpenMP runtime, the results are bit-identical to Halide's
 pool, the thread count follows torch.set_num_threads, and bad values are errors."""
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from torch import nn
 
 import normgen as ng
 import normgen.torch as ngt
-from normgen.torch import _threads
+from normgen import _threads
 
 SHARED = _threads.shares_torch_openmp()
 
@@ -39,7 +41,15 @@ def test_openmp_runtime_is_one_of_the_loaded_ones():
 
 
 @pytest.mark.skipif(not SHARED, reason="torch's parallel backend is not normgen's OpenMP runtime (or no OpenMP build)")
-def test_normgen_torch_selects_torchs_pool(restore_backend):
+def test_import_normgen_selects_torchs_pool():
+    """A fresh process: `import normgen` alone (torch installed) picks torch's pool."""
+    out = subprocess.run([sys.executable, "-c", "import normgen; print(normgen.parallel_backend())"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "openmp"
+
+
+@pytest.mark.skipif(not SHARED, reason="torch's parallel backend is not normgen's OpenMP runtime (or no OpenMP build)")
+def test_use_torch_threads_selects_torchs_pool(restore_backend):
     ng.set_parallel_backend("halide")
     assert _threads.use_torch_threads()
     assert ng.parallel_backend() == "openmp"

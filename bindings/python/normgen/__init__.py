@@ -8,6 +8,9 @@ from ._normgen import (cuda_available, kernels, last_kernel, num_threads, openmp
 from .functional import *  # noqa: F401,F403
 from .functional import __all__ as _functional_all
 from .scalers import MinMax, ZScore
+from ._threads import use_torch_threads as _use_torch_threads
+
+_use_torch_threads()  # torch's OpenMP pool when the process shares it (see _threads)
 
 __all__ = list(_functional_all) + ["MinMax", "ZScore", "cuda_available", "kernels", "last_kernel", "num_threads",
                                    "openmp_runtime", "parallel_backend", "set_num_threads", "set_parallel_backend"]

@@ -1,21 +1,23 @@
-"""normgen.torch runs the CPU kernels on torch's own thread pool when it can.
+"""normgen runs its CPU kernels on torch's own thread pool when it can.
 
 torch's CPU ops run on its OpenMP runtime (libgomp), whose workers spin for a while after
 every parallel region. A normgen kernel called between torch ops on Halide's separate
 pool then competes with those spinning workers: with as many threads as cores, half of
 its threads wait (measured at 2 threads, back to back with torch calls: a GroupNorm
-8x256x28x28 training step took 3.2 ms on Halide's pool, 2.1 ms on torch's). When torch's parallel backend is OpenMP and normgen's
-"openmp" backend uses the same OpenMP runtime (one libgomp in the process), importing
-normgen.torch selects it; the thread count then follows torch.set_num_threads until
-normgen.set_num_threads is called. ``normgen.set_parallel_backend("halide")`` goes back.
+8x256x28x28 training step took 3.2 ms on Halide's pool, 2.1 ms on torch's; the op bench's
+GroupNorm/BatchNorm 8x256x28x28 and 64x512x7x7 cases, 5 ms apart: 0.88x torch on
+Halide's pool, 1.61x on torch's). When torch is installed (normgen's array plumbing
+imports it), torch's parallel backend is OpenMP and normgen's "openmp" backend uses the
+same OpenMP runtime (one libgomp in the process), ``import normgen`` selects it; the
+thread count then follows torch.set_num_threads until normgen.set_num_threads is called.
+``normgen.set_parallel_backend("halide")`` goes back.
 """
 from __future__ import annotations
 
 import os
 
-import torch
-
-from .. import _normgen
+from . import _normgen
+from ._arrays import torch
 
 
 def _openmp_runtimes_loaded():
@@ -35,7 +37,7 @@ def _openmp_runtimes_loaded():
 def shares_torch_openmp() -> bool:
     """Whether normgen's "openmp" backend would run on the OpenMP runtime torch's ops use."""
     ours = _normgen.openmp_runtime()
-    if not ours or "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+    if torch is None or not ours or "parallel backend: OpenMP" not in torch.__config__.parallel_info():
         return False
     return _openmp_runtimes_loaded() == {os.path.realpath(ours)}
 
