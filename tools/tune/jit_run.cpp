@@ -1,4 +1,5 @@
 #include "jit_run.h"
+#include "kernel_table.h"  // scratch_malloc, scratch_free
 
 #include <dlfcn.h>
 
@@ -204,6 +205,11 @@ Instance JitWorkload::instantiate(const std::string &knobs) {
         inst.pipeline.apply_autoscheduler(
             target_, AutoschedulerParams(as_name, {{"parallelism", threads ? threads : "1"}}));
     }
+    // Intermediates from the runtime's scratch cache, as in the AOT library.
+    inst.pipeline.jit_handlers().custom_malloc = [](JITUserContext *, size_t n) {
+        return normgen::detail::scratch_malloc(nullptr, n);
+    };
+    inst.pipeline.jit_handlers().custom_free = [](JITUserContext *, void *p) { normgen::detail::scratch_free(nullptr, p); };
     inst.pipeline.compile_jit(target_);
     inst.gpu = target_.has_gpu_feature();
     inst.compile_seconds = now() - t0;
