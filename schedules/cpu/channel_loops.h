@@ -90,8 +90,9 @@ inline void streaming_nchw_reduction(Func f, const RDom &k, const Var &c, int wi
     partial.compute_root().reorder_storage(v, c, nb).vectorize(v);
     partial.update().reorder(v, ko, c, nbi, nb).vectorize(v).parallel(nb);
     specialize_cases(partial.update(), cases);
-    // The lanes and blocks of each channel summed with one vector reduction per block:
-    // as a scalar loop this serial tail took a quarter of BatchNorm 64x512x7x7's time.
+    // The lanes and blocks of each channel summed with one vector reduction per block.
+    // As a scalar loop it dominated the call's serial part (that part: 23% of BatchNorm
+    // 64x512x7x7's kernel time at 1 thread, perf, Zen 4 VM, 2026-12-07).
     f.compute_root();
     f.update().specialize(k.x.extent() >= width).atomic().vectorize(ki);
 }
