@@ -19,15 +19,19 @@ inline int lanes_of(const ChannelNormCpuParams &k, const Halide::Target &t) {
 using namespace Halide;
 
 // A channels-last stage st(c, ...) (a reduction's update or an output) over
-// `positions` (innermost first), then `outer`, vectorized across channels. Where
-// `max_vectors` vectors divide C (specialized on C), channels go in chunks of that many
-// vectors with the positions inside: a chunk's accumulators and per-channel
-// coefficients are loop-invariant there (measured 0.55 -> 0.28 ms on BatchNorm
-// 1x32x224x224 channels-last with 2-vector chunks, 1 thread, Zen 4 VM, 2026-12-06).
-// Other C, and max_vectors = 0: channels innermost, every position's channels in one
-// contiguous pass (chunks of one vector read memory with a stride of C values and ran
-// 2.5x slower from DRAM). Two loop nests: each is compiled for every activation case
-// and target. `cases` specialize each further.
+// `positions` (innermost first), then `outer`, vectorized across channels. Where all C
+// channels make one chunk of v vectors (C = lanes * v for v = max_vectors,
+// max_vectors / 2, ..., 2; specialized on C), the positions run inside that chunk: its
+// accumulators and per-channel coefficients are loop-invariant there (measured 0.55 ->
+// 0.28 ms on BatchNorm 1x32x224x224 channels-last, 2 vectors, 1 thread, Zen 4 VM,
+// 2026-12-06). Other C (one vector too: the same memory order), and max_vectors = 0:
+// channels innermost, every position's channels in one contiguous pass. Several
+// chunks per position were slower than that pass, as each chunk walks the positions
+// with a stride of C values (channels-last BatchNorm, 1 thread, C = 256 and 512:
+// 4-vector chunks took 1.2-1.9x the time of one pass, 2026-12-07). Each loop nest is
+// compiled for every activation case and target (the default, 16, costs GroupNorm
+// backward's generator 2.5x the compile time of one chunk size); `cases` specialize
+// each further.
 inline void channel_chunks(Stage st, const Var &c, const std::vector<VarOrRVar> &positions,
                            const std::vector<VarOrRVar> &outer, int lanes, int max_vectors, const Expr &channels,
                            const std::vector<Expr> &cases = {}) {
@@ -51,7 +55,7 @@ inline void channel_chunks(Stage st, const Var &c, const std::vector<VarOrRVar> 
         if (vectors == 0) vectorized(s, c, lanes);
         specialize_cases(s, cases);
     };
-    if (max_vectors > 0) schedule(st.specialize(channels % (lanes * max_vectors) == 0), max_vectors);
+    for (int v = max_vectors; v >= 2; v /= 2) schedule(st.specialize(channels == lanes * v), v);
     schedule(st, 0);
 }
 

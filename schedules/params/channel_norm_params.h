@@ -13,7 +13,7 @@ struct ChannelNormCpuParams {
     int block_kib = 256;      // channels-last: KiB of input per parallel reduction block
     int min_blocks = 8;       // channels-last: at least this many reduction blocks
     int channels_per_task = 4; // nchw: channels per parallel task
-    int channel_vectors = 4;  // channels-last: at most this many vectors per channel chunk (reductions, outputs)
+    int channel_vectors = 16; // channels-last: C = lanes x v (v = this, this / 2, ..., 2) runs as one chunk
 
     static constexpr IntKnob<ChannelNormCpuParams> knobs[] = {
         {"vector_lanes", &ChannelNormCpuParams::vector_lanes, 0, 64, "float32 lanes per vector (0: natural)"},
@@ -23,7 +23,7 @@ struct ChannelNormCpuParams {
         {"min_blocks", &ChannelNormCpuParams::min_blocks, 1, 4096, "channels-last minimum reduction blocks"},
         {"channels_per_task", &ChannelNormCpuParams::channels_per_task, 1, 1024, "nchw: channels per parallel task"},
         {"channel_vectors", &ChannelNormCpuParams::channel_vectors, 0, 16,
-         "channels-last: at most this many vectors per channel chunk"},
+         "channels-last: one chunk of v vectors when C = lanes x v, v = this, this / 2, ..., 2 (0: never)"},
     };
 
     static ChannelNormCpuParams parse(const std::string &text) {
