@@ -241,7 +241,9 @@ inline MixedNormBackward batch_instance_norm_backward(const Func &dy, const Func
     p.dx = Func("dx");
     p.dx(s, c, n) = narrow(widen(dy(s, c, n)) * coef(c, n)[0] + xc(s, c, n) * coef(c, n)[1] + coef(c, n)[2], out_type);
     Expr rv = widen(rho(c));
-    Expr inside = rv >= 0.0f && rv <= 1.0f;  // torch's clamp passes the gradient at the bounds
+    // The gradient passes at the bounds (torch 2.15's clamp stops it there): rho starts
+    // at exactly 1 (the paper's initialization) and must be able to move.
+    Expr inside = rv >= 0.0f && rv <= 1.0f;
     Func drho("drho"), dweight("dweight"), dbias("dbias");
     drho(c) = narrow(Halide::select(inside, wc * (chan(c)[1] - chan(c)[2]), 0.0f), out_type);
     dweight(c) = narrow(r * chan(c)[1] + (1.0f - r) * chan(c)[2], out_type);

@@ -29,9 +29,9 @@ using namespace Halide;
 // chunks per position were slower than that pass, as each chunk walks the positions
 // with a stride of C values (channels-last BatchNorm, 1 thread, C = 256 and 512:
 // 4-vector chunks took 1.2-1.9x the time of one pass, 2026-12-07). Each loop nest is
-// compiled for every activation case and target (the default, 16, costs GroupNorm
-// backward's generator 2.5x the compile time of one chunk size); `cases` specialize
-// each further.
+// compiled for every target and activation case (`cases`, the fused epilogues' 4), so
+// a stage with cases runs channels innermost only: with the sizes 16..2 per case,
+// GroupNorm backward's fused kernel took 40-48 s to generate instead of 6.
 inline void channel_chunks(Stage st, const Var &c, const std::vector<VarOrRVar> &positions,
                            const std::vector<VarOrRVar> &outer, int lanes, int max_vectors, const Expr &channels,
                            const std::vector<Expr> &cases = {}) {
@@ -55,7 +55,8 @@ inline void channel_chunks(Stage st, const Var &c, const std::vector<VarOrRVar> 
         if (vectors == 0) vectorized(s, c, lanes);
         specialize_cases(s, cases);
     };
-    for (int v = max_vectors; v >= 2; v /= 2) schedule(st.specialize(channels == lanes * v), v);
+    if (cases.empty())  // (with cases, every size would be compiled once per case)
+        for (int v = max_vectors; v >= 2; v /= 2) schedule(st.specialize(channels == lanes * v), v);
     schedule(st, 0);
 }
 

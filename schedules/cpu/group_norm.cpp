@@ -62,12 +62,16 @@ void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNorm
     if (flat) {
         (void)layout;
         const Expr channels = gi.groups * gi.group_size;
+        const std::vector<Expr> cases = activation_cases(p.activation);
         p.y.parallel(n);
-        channel_chunks(p.y, c, {s}, {n}, lanes, k.channel_vectors, channels, activation_cases(p.activation));
+        channel_chunks(p.y, c, {s}, {n}, lanes, k.channel_vectors, channels, cases);
         p.stats.parallel(n).compute_with(p.y, n);
         LoopLevel at(p.y, n);
-        channels_last_reduction(p.pilot_sum, p.pilot, lanes, at, k.channel_vectors, channels);
-        channels_last_reduction(p.dev, p.k, lanes, at, k.channel_vectors, channels);
+        // (Computed inside y's per-activation loop nests, so without chunk sizes when
+        // there are cases: each size would be compiled once per case.)
+        const int stat_vectors = cases.empty() ? k.channel_vectors : 0;
+        channels_last_reduction(p.pilot_sum, p.pilot, lanes, at, stat_vectors, channels);
+        channels_last_reduction(p.dev, p.k, lanes, at, stat_vectors, channels);
         per_group_level({p.shift}, at, flat, lanes);
         per_group_level(p.per_group, at, flat, lanes);
         per_group_level(p.per_channel, at, flat, lanes);

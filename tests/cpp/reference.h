@@ -59,6 +59,21 @@ inline std::vector<int64_t> kernel_shape(const normgen::KernelInfo &k, std::vect
     return out;
 }
 
+// The (N, C, S) sizes a channel-wise per-kernel test runs at: a tuned kernel's own
+// shape, else each of `generic` (one with C = 64, a multiple of every target's vector
+// width, so the schedules' code specialized on C runs too: channels-last chunks).
+inline std::vector<std::vector<int64_t>> kernel_shapes(const normgen::KernelInfo &k,
+                                                       std::vector<std::vector<int64_t>> generic) {
+    if (*k.shape) return {kernel_shape(k, {})};
+    return generic;
+}
+
+inline std::string shape_name(const std::vector<int64_t> &shape) {
+    std::string s;
+    for (int64_t d : shape) s += (s.empty() ? "" : "x") + std::to_string(d);
+    return "shape " + s;
+}
+
 // A tuned kernel is dispatched only on the thread count it was tuned at: a per-kernel
 // test sets that count for its scope (and restores the previous one).
 class KernelThreads {

@@ -42,13 +42,10 @@ struct Channels {
 
 class BatchNormKernel : public ::testing::TestWithParam<KernelInfo> {};
 
-TEST_P(BatchNormKernel, MatchesFloat64Reference) {
-    const KernelInfo k = GetParam();
-    const ref::KernelThreads threads(k);  // a tuned kernel runs only at its thread count
+static void check_batch_norm(const KernelInfo &k, const std::vector<int64_t> &ncs) {
     const DType dt = dtype_of(k.dtype);
     const bool training = flag(k, "training"), fwd = std::string(k.dir) == "fwd";
     const bool has_w = flag(k, "affine") || flag(k, "has_weight");
-    const std::vector<int64_t> ncs = ref::kernel_shape(k, {3, 5, 37});  // tuned kernels: their shape
     const int64_t N = ncs[0], C = ncs[1], S = ncs[2];
     const double eps = 1e-5;
     std::mt19937 rng(5);
@@ -140,6 +137,15 @@ TEST_P(BatchNormKernel, MatchesFloat64Reference) {
             EXPECT_NEAR(dw.get(c), sdyx, 2 * u * std::fabs(sdyx) + 64 * u32 * M);
             EXPECT_NEAR(db.get(c), sdy, 2 * u * std::fabs(sdy) + 64 * u32 * M);
         }
+    }
+}
+
+TEST_P(BatchNormKernel, MatchesFloat64Reference) {
+    const KernelInfo k = GetParam();
+    const ref::KernelThreads threads(k);  // a tuned kernel runs only at its thread count
+    for (const auto &ncs : ref::kernel_shapes(k, {{3, 5, 37}, {2, 64, 9}})) {
+        SCOPED_TRACE(ref::shape_name(ncs));
+        check_batch_norm(k, ncs);
     }
 }
 

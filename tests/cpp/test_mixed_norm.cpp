@@ -134,14 +134,11 @@ std::vector<std::pair<int64_t, double>> numeric_grad(Inputs in, std::vector<doub
 
 class MixedNormKernel : public ::testing::TestWithParam<KernelInfo> {};
 
-TEST_P(MixedNormKernel, MatchesFloat64ReferenceAndFiniteDifferences) {
-    const KernelInfo k = GetParam();
-    const ref::KernelThreads threads(k);  // a tuned kernel runs only at its thread count
+static void check_mixed_norm(const KernelInfo &k, const std::vector<int64_t> &ncs) {
     const DType dt = dtype_of(k.dtype);
     const std::string layout = k.layout, op = k.op;
     const bool training = std::string(k.variant).find("training=1") != std::string::npos;
     const bool sn = op == "switchable_norm";
-    const std::vector<int64_t> ncs = ref::kernel_shape(k, {3, 4, 19});  // tuned kernels: their shape
     const int64_t N = ncs[0], C = ncs[1], S = ncs[2];
     const int64_t pad = layout == "strided" ? 2 : 1;
     auto offset = [&](int64_t n, int64_t c, int64_t s) {
@@ -243,6 +240,15 @@ TEST_P(MixedNormKernel, MatchesFloat64ReferenceAndFiniteDifferences) {
                     sum_scale * C);
         expect_grad("dvar_weight", numeric_grad(in, &Inputs::vw, dyv, f), [&](int64_t i) { return m2.get(i); },
                     sum_scale * C);
+    }
+}
+
+TEST_P(MixedNormKernel, MatchesFloat64ReferenceAndFiniteDifferences) {
+    const KernelInfo k = GetParam();
+    const ref::KernelThreads threads(k);  // a tuned kernel runs only at its thread count
+    for (const auto &ncs : ref::kernel_shapes(k, {{3, 4, 19}, {1, 64, 3}})) {
+        SCOPED_TRACE(ref::shape_name(ncs));
+        check_mixed_norm(k, ncs);
     }
 }
 

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 import normgen as ng
 from conftest import DTYPES, assert_close, cpu_kernels, kernel_shape
 
-SHAPES = [(4, 3), (5, 3, 7), (2, 6, 5, 6), (3, 2, 3, 4, 5), (1, 16, 7, 7), (8, 32, 1, 1), (2, 64, 3, 5)]
+SHAPES = [(4, 3), (5, 3, 7), (2, 6, 5, 6), (3, 2, 3, 4, 5), (1, 16, 7, 7), (8, 32, 1, 1), (2, 64, 3, 5),
+          (2, 128, 2, 3), (1, 256, 3, 2)]  # C = lanes x 2..16: channels-last kernels specialize on C
 LAYOUTS = ["nchw", "channels_last", "strided"]
 
 

@@ -8,7 +8,8 @@ import normgen as ng
 from conftest import DTYPES, assert_close, cpu_kernels, kernel_shape
 from test_batch_norm import LAYOUTS, _make
 
-SHAPES = [(2, 6, 5), (3, 4, 5, 6), (2, 8, 3, 4, 5), (1, 32, 7, 7), (4, 6, 1, 1), (1, 3, 9, 2)]
+SHAPES = [(2, 6, 5), (3, 4, 5, 6), (2, 8, 3, 4, 5), (1, 32, 7, 7), (4, 6, 1, 1), (1, 3, 9, 2),
+          (2, 128, 2, 3), (1, 256, 3, 2)]  # C = lanes x 8, 16: channels-last kernels specialize on C
 
 
 def _ref_group_norm(x, groups, w, b, eps=1e-5):

@@ -9,7 +9,8 @@ from conftest import DTYPES, assert_close, cpu_kernels, kernel_shape
 from test_batch_norm import LAYOUTS, _make
 from test_row_norm import _finite_difference_check
 
-SHAPES = [(2, 6, 5), (3, 4, 5, 6), (2, 3, 3, 4, 5), (4, 8, 7, 7), (5, 3), (1, 5, 9, 2)]
+SHAPES = [(2, 6, 5), (3, 4, 5, 6), (2, 3, 3, 4, 5), (4, 8, 7, 7), (5, 3), (1, 5, 9, 2),
+          (2, 64, 2, 3), (1, 256, 3, 2)]  # C = lanes x 4, 16: channels-last kernels specialize on C
 
 
 def _cells(t):
@@ -29,7 +30,9 @@ def ref_batch_instance_norm(x, rho, w, b, rm, rv, training, eps=1e-5):
     else:
         mb, vb = _per_channel(rm), _per_channel(rv)
     mi, vi = x3.mean(2, keepdim=True), x3.var(2, unbiased=False, keepdim=True)
-    r = rho.view(1, -1, 1).clamp(0, 1)
+    # rho clamped to [0, 1], its gradient passing at the bounds as the kernels' does
+    # (torch's clamp stops it there; rho starts at exactly 1).
+    r = torch.where((rho >= 0) & (rho <= 1), rho, rho.clamp(0, 1).detach()).view(1, -1, 1)
     y = r * (x3 - mb) / torch.sqrt(vb + eps) + (1 - r) * (x3 - mi) / torch.sqrt(vi + eps)
     y = y * (w.view(1, -1, 1) if w is not None else 1) + (b.view(1, -1, 1) if b is not None else 0)
     return y.reshape(x.shape), (mi, vi, mb, vb)
@@ -92,13 +95,15 @@ def _check_bin(x, dtype, training, affine, dy=None):
     wmax = w.double().abs().max().item() if affine else 1.0
     scale = dy.double().abs().max().item() * rmax * wmax
     assert_close(dx, grads[0], dtype, m_bn, "dx", scale=scale)
-    # drho and dweight sum dy * xhat over N * S values.
+    # drho and dweight sum dy * xhat over N * S values (the largest channel's |dy| sum:
+    # with many channels and few values each, the mean channel's understates it).
     xhat_max = (x.double().abs().max() * rmax).item()
-    sum_scale = dy.double().abs().sum().item() / c * max(xhat_max, 1.0) * wmax
+    dy_sum = dy.double().abs().transpose(0, 1).reshape(c, -1).sum(1).max().item()
+    sum_scale = dy_sum * max(xhat_max, 1.0) * wmax
     assert_close(drho, grads[1], dtype, m_bn, "drho", scale=sum_scale)
     if affine:
         assert_close(dw, grads[2], dtype, m_bn, "dweight", scale=sum_scale)
-        assert_close(db, grads[3], dtype, m_bn, "dbias", scale=dy.double().abs().sum().item() / c)
+        assert_close(db, grads[3], dtype, m_bn, "dbias", scale=dy_sum)
     else:
         assert dw is None and db is None
 
