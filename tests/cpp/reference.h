@@ -4,6 +4,8 @@
 
 #include "normgen/normgen.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -59,21 +61,6 @@ inline std::vector<int64_t> kernel_shape(const normgen::KernelInfo &k, std::vect
     return out;
 }
 
-// The (N, C, S) sizes a channel-wise per-kernel test runs at: a tuned kernel's own
-// shape, else each of `generic` (one with C = 64, a multiple of every target's vector
-// width, so the schedules' code specialized on C runs too: channels-last chunks).
-inline std::vector<std::vector<int64_t>> kernel_shapes(const normgen::KernelInfo &k,
-                                                       std::vector<std::vector<int64_t>> generic) {
-    if (*k.shape) return {kernel_shape(k, {})};
-    return generic;
-}
-
-inline std::string shape_name(const std::vector<int64_t> &shape) {
-    std::string s;
-    for (int64_t d : shape) s += (s.empty() ? "" : "x") + std::to_string(d);
-    return "shape " + s;
-}
-
 // A tuned kernel is dispatched only on the thread count it was tuned at: a per-kernel
 // test sets that count for its scope (and restores the previous one).
 class KernelThreads {
@@ -88,6 +75,24 @@ public:
 private:
     int old_;
 };
+
+// Runs check(k, {N, C, S}) at each size a channel-wise per-kernel test covers: a tuned
+// kernel's own shape (at its thread count), else each of `generic` (one with C = 64, a
+// multiple of every target's vector width, so the schedules' code specialized on C runs
+// too: channels-last chunks).
+template <typename Check>
+void for_each_kernel_shape(const normgen::KernelInfo &k, const std::vector<std::vector<int64_t>> &generic,
+                           Check check) {
+    const KernelThreads threads(k);
+    const std::vector<std::vector<int64_t>> shapes =
+        *k.shape ? std::vector<std::vector<int64_t>>{kernel_shape(k, {})} : generic;
+    for (const auto &ncs : shapes) {
+        std::string name;
+        for (int64_t d : ncs) name += (name.empty() ? "" : "x") + std::to_string(d);
+        SCOPED_TRACE("shape " + name);
+        check(k, ncs);
+    }
+}
 
 inline uint16_t f32_to_f16(float f) {
     uint32_t x;

@@ -141,12 +141,7 @@ static void check_batch_norm(const KernelInfo &k, const std::vector<int64_t> &nc
 }
 
 TEST_P(BatchNormKernel, MatchesFloat64Reference) {
-    const KernelInfo k = GetParam();
-    const ref::KernelThreads threads(k);  // a tuned kernel runs only at its thread count
-    for (const auto &ncs : ref::kernel_shapes(k, {{3, 5, 37}, {2, 64, 9}})) {
-        SCOPED_TRACE(ref::shape_name(ncs));
-        check_batch_norm(k, ncs);
-    }
+    ref::for_each_kernel_shape(GetParam(), {{3, 5, 37}, {2, 64, 9}}, check_batch_norm);
 }
 
 std::vector<KernelInfo> batch_norm_kernels() {

@@ -111,12 +111,7 @@ static void check_group_norm(const KernelInfo &k, const std::vector<int64_t> &nc
 }
 
 TEST_P(GroupNormKernel, MatchesFloat64Reference) {
-    const KernelInfo k = GetParam();
-    const ref::KernelThreads threads(k);  // a tuned kernel runs only at its thread count
-    for (const auto &ncs : ref::kernel_shapes(k, {{2, 6, 19}, {2, 64, 5}})) {
-        SCOPED_TRACE(ref::shape_name(ncs));
-        check_group_norm(k, ncs);
-    }
+    ref::for_each_kernel_shape(GetParam(), {{2, 6, 19}, {2, 64, 5}}, check_group_norm);
 }
 
 std::vector<KernelInfo> group_norm_kernels() {

@@ -244,12 +244,7 @@ static void check_mixed_norm(const KernelInfo &k, const std::vector<int64_t> &nc
 }
 
 TEST_P(MixedNormKernel, MatchesFloat64ReferenceAndFiniteDifferences) {
-    const KernelInfo k = GetParam();
-    const ref::KernelThreads threads(k);  // a tuned kernel runs only at its thread count
-    for (const auto &ncs : ref::kernel_shapes(k, {{3, 4, 19}, {1, 64, 3}})) {
-        SCOPED_TRACE(ref::shape_name(ncs));
-        check_mixed_norm(k, ncs);
-    }
+    ref::for_each_kernel_shape(GetParam(), {{3, 4, 19}, {1, 64, 3}}, check_mixed_norm);
 }
 
 std::vector<KernelInfo> mixed_norm_kernels() {
