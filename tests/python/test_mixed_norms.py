@@ -67,6 +67,12 @@ def _d(t):
     return None if t is None else t.double().requires_grad_()
 
 
+def _channel_abs_sum(dy):
+    """The largest channel's sum of |dy|: the scale of a per-channel sum of dy * (...)
+    (with many channels and few values each, the mean channel's understates it)."""
+    return dy.double().abs().transpose(0, 1).reshape(dy.shape[1], -1).sum(1).max().item()
+
+
 # ---- Batch-Instance Norm -------------------------------------------------------------
 
 def _check_bin(x, dtype, training, affine, dy=None):
@@ -95,10 +101,9 @@ def _check_bin(x, dtype, training, affine, dy=None):
     wmax = w.double().abs().max().item() if affine else 1.0
     scale = dy.double().abs().max().item() * rmax * wmax
     assert_close(dx, grads[0], dtype, m_bn, "dx", scale=scale)
-    # drho and dweight sum dy * xhat over N * S values (the largest channel's |dy| sum:
-    # with many channels and few values each, the mean channel's understates it).
+    # drho and dweight sum dy * xhat over N * S values.
     xhat_max = (x.double().abs().max() * rmax).item()
-    dy_sum = dy.double().abs().transpose(0, 1).reshape(c, -1).sum(1).max().item()
+    dy_sum = _channel_abs_sum(dy)
     sum_scale = dy_sum * max(xhat_max, 1.0) * wmax
     assert_close(drho, grads[1], dtype, m_bn, "drho", scale=sum_scale)
     if affine:
@@ -204,8 +209,8 @@ def _check_sn(x, dtype, training, affine):
     assert_close(dvw, grads[2], dtype, m, "dvar_weight",
                  scale=rmax**2 * wmax * dy_sum * xhat_max * max(spread_v, 1e-3))
     if affine:
-        assert_close(dw, grads[3], dtype, m // c, "dweight", scale=dy_sum / c * xhat_max)
-        assert_close(db, grads[4], dtype, m // c, "dbias", scale=dy_sum / c)
+        assert_close(dw, grads[3], dtype, m // c, "dweight", scale=_channel_abs_sum(dy) * xhat_max)
+        assert_close(db, grads[4], dtype, m // c, "dbias", scale=_channel_abs_sum(dy))
     else:
         assert dw is None and db is None
 
