@@ -13,7 +13,9 @@
 
 namespace normgen::sched {
 
-// One integer knob: its name, where it lives in the struct, and its legal range.
+// One integer knob: its name, where it lives in the struct, its legal range, and the
+// direction whose schedule reads it ("fwd", "bwd"; empty: every kernel of the family),
+// so a search does not spend trials on knobs its kernel ignores.
 template <typename P>
 struct IntKnob {
     const char *name;
@@ -21,6 +23,7 @@ struct IntKnob {
     int min_value;
     int max_value;
     const char *meaning;
+    const char *used_by = "";
 };
 
 // Parse `text` into `p`, starting from p's current (default) values. Throws

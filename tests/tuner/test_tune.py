@@ -44,6 +44,21 @@ def test_every_sampled_schedule_compiles_and_matches(tmp_path, workload):
     assert len(best) == 1 and best[0].startswith(workload.split(":")[0])
 
 
+@pytest.mark.parametrize("workload,foreign", [("layer_norm:fwd:f32:48x200", ("block_kib", "min_blocks", "partial_tile")),
+                                              ("rms_norm:bwd:f32:40x130", ("rows_per_task", "task_kib"))])
+def test_search_skips_knobs_the_kernel_ignores_and_default_values(tmp_path, workload, foreign):
+    # Forward row kernels never read the backward's blocking knobs (and vice versa), and
+    # a knob at its default value is the default schedule: neither may cost a trial.
+    db = str(tmp_path / "t.db")
+    tune("run", "--db", db, "--workload", workload, "--budget", "10", *FAST)
+    schedules = [row[1] for row in trials(db)]
+    assert len(schedules) == 10 and len(set(schedules)) == 10
+    knobs = [kv.split(":") for sch in schedules for kv in sch.split(",") if kv]
+    assert not [k for k, _ in knobs if k in foreign], schedules
+    defaults = {"accumulators": "2", "out_unroll": "1", "vector_lanes": "0"}
+    assert not [(k, v) for k, v in knobs if defaults.get(k) == v], schedules
+
+
 def test_killed_run_resumes(tmp_path):
     db = str(tmp_path / "t.db")
     args = ["run", "--db", db, "--workload", "layer_norm:bwd:f32:64x300", "--budget", "9", *FAST]
@@ -132,6 +147,27 @@ def test_export_writes_the_winners_as_a_tuned_table(tmp_path):
     lines = [ln for ln in out.read_text().splitlines() if not ln.startswith("#")]
     assert lines[1] == "rms_norm fwd dtypes=f32 layouts=contig has_weight=true schedule=rows_per_task:64 shape=64x512 threads=2"
     assert tune("export", "--db", db, "--out", str(out), "--threads", "0", check=False).returncode == 2
+
+
+def test_export_drops_knobs_that_leave_the_default(tmp_path):
+    # Logs from before the search skipped them hold knob strings with default values or
+    # knobs the kernel's direction ignores: exported, those are the default schedule (a
+    # "winner" that timed noise) or carry dead knobs.
+    db, out = str(tmp_path / "t.db"), tmp_path / "tuned.list"
+    tune("run", "--db", db, "--workload", "rms_norm:fwd:f32:4x16x512", "--budget", "1", *FAST)
+    with sqlite3.connect(db) as c:
+        target, machine, hv, commit = c.execute(
+            "SELECT target, machine, halide_version, normgen_commit FROM trials LIMIT 1").fetchone()
+        for wl, sched in (("layer_norm:fwd:f32:64x256:contig", "accumulators:2,out_unroll:1,block_kib:64"),
+                          ("rms_norm:bwd:f32:64x256:contig", "accumulators:2,rows_per_task:8,block_kib:256")):
+            c.execute("INSERT INTO trials (workload, target, threads, schedule, status, median_ms, default_ms, "
+                      "max_rel_diff, compile_s, error, machine, halide_version, normgen_commit, confirmed, created) "
+                      "VALUES (?, ?, 1, ?, 'ok', 0.5, 1.0, 0, 0, '', ?, ?, ?, 1, 'now')",
+                      (wl, target, sched, machine, hv, commit))
+    r = tune("export", "--db", db, "--out", str(out), "--target", target)
+    assert "1 tuned kernel(s)" in r.stdout, r.stdout
+    lines = [ln for ln in out.read_text().splitlines() if not ln.startswith("#")]
+    assert lines == ["rms_norm bwd dtypes=f32 layouts=contig has_weight=true schedule=block_kib:256 shape=64x256 threads=1"]
 
 
 def test_autoscheduler_baselines_and_report(tmp_path):

@@ -671,11 +671,12 @@ int cmd_export(int argc, char **argv) {
     for (const Trial &t : db.best()) {
         if (t.target != target || !threads.count(t.threads)) continue;
         const double ratio = t.median_ms / t.default_ms;
-        if (t.schedule.empty() || ratio > 1.0 - min_gain) {
+        const Workload w = Workload::parse(t.workload);
+        const std::string knobs = canonical_knobs(w.knob_space(Halide::Target(t.target)), t.schedule);
+        if (knobs.empty() || ratio > 1.0 - min_gain) {  // (a default-equivalent "winner" only timed noise)
             kept_default++;
             continue;
         }
-        const Workload w = Workload::parse(t.workload);
         char note[256];
         std::snprintf(note, sizeof note, "# %s: %.4f ms, %.3fx of the default schedule (%s)\n", t.workload.c_str(),
                       t.median_ms, ratio, t.machine.c_str());
@@ -683,7 +684,7 @@ int cmd_export(int argc, char **argv) {
         auto it = lines.find(kernel);
         if (it != lines.end()) merged++;
         if (it == lines.end() || ratio < it->second.first)
-            lines[kernel] = {ratio, note + w.kernel_list_line(t.schedule) + " threads=" + std::to_string(t.threads) + "\n"};
+            lines[kernel] = {ratio, note + w.kernel_list_line(knobs) + " threads=" + std::to_string(t.threads) + "\n"};
     }
     std::string body;
     for (const auto &[kernel, line] : lines) body += line.second;

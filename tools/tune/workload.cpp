@@ -4,6 +4,7 @@
 #include "params/gpu_params.h"
 #include "params/row_norm_params.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -30,10 +31,14 @@ std::vector<int> knob_values(int lo, int hi) {
     return v;
 }
 
+// The knobs a kernel of direction `dir` reads.
 template <typename P, size_t N>
-std::vector<KnobSpec> space_of(const sched::IntKnob<P> (&knobs)[N]) {
+std::vector<KnobSpec> space_of(const sched::IntKnob<P> (&knobs)[N], const std::string &dir) {
     std::vector<KnobSpec> s;
-    for (const auto &k : knobs) s.push_back({k.name, knob_values(k.min_value, k.max_value)});
+    const P defaults;
+    for (const auto &k : knobs)
+        if (!*k.used_by || dir == k.used_by)
+            s.push_back({k.name, knob_values(k.min_value, k.max_value), defaults.*(k.field)});
     return s;
 }
 
@@ -173,8 +178,8 @@ std::string Workload::kernel_list_line(const std::string &knobs) const {
 }
 
 std::vector<KnobSpec> Workload::knob_space(const Halide::Target &target) const {
-    if (target.has_gpu_feature()) return space_of(sched::GpuParams::knobs);
-    return row_family ? space_of(sched::RowNormCpuParams::knobs) : space_of(sched::ChannelNormCpuParams::knobs);
+    if (target.has_gpu_feature()) return space_of(sched::GpuParams::knobs, dir);
+    return row_family ? space_of(sched::RowNormCpuParams::knobs, dir) : space_of(sched::ChannelNormCpuParams::knobs, dir);
 }
 
 std::string rejected(const std::vector<KnobSpec> &space, const std::vector<int> &index, const Halide::Target &target) {
@@ -200,11 +205,26 @@ std::string rejected(const std::vector<KnobSpec> &space, const std::vector<int> 
 std::string knob_string(const std::vector<KnobSpec> &space, const std::vector<int> &index) {
     std::string s;
     for (size_t i = 0; i < space.size() && i < index.size(); i++) {
-        if (index[i] < 0) continue;  // the family's default
+        // The family's default, by index or by value: one knob string per schedule, so
+        // the search never measures the defaults twice under two names.
+        if (index[i] < 0 || space[i].values[index[i]] == space[i].default_value) continue;
         if (!s.empty()) s += ",";
         s += space[i].name + ":" + std::to_string(space[i].values[index[i]]);
     }
     return s;
+}
+
+std::string canonical_knobs(const std::vector<KnobSpec> &space, const std::string &knobs) {
+    std::string out;
+    for (const std::string &kv : split(knobs, ',')) {
+        const size_t colon = kv.find(':');
+        if (colon == std::string::npos) continue;
+        const std::string name = kv.substr(0, colon);
+        const auto spec = std::find_if(space.begin(), space.end(), [&](const KnobSpec &k) { return k.name == name; });
+        if (spec == space.end() || kv.substr(colon + 1) == std::to_string(spec->default_value)) continue;
+        out += (out.empty() ? "" : ",") + kv;
+    }
+    return out;
 }
 
 std::vector<std::string> read_suite(const std::string &path) {

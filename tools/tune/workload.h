@@ -16,6 +16,7 @@ namespace normgen::tune {
 struct KnobSpec {
     std::string name;
     std::vector<int> values;  // the searched values, ascending
+    int default_value = 0;    // the family's default (a searched value equal to it is the default)
 };
 
 struct Workload {
@@ -63,6 +64,12 @@ std::string rejected(const std::vector<KnobSpec> &space, const std::vector<int> 
 
 // Knob strings: "k:v,k:v" in the knob space's order (empty: the defaults).
 std::string knob_string(const std::vector<KnobSpec> &space, const std::vector<int> &index);
+
+// `knobs` without the knobs that leave the schedule as the default: values equal to the
+// family's default and knobs `space` does not hold (the kernel's direction ignores
+// them). Empty: the default schedule. (Trial logs from before the knob space skipped
+// those hold such strings.)
+std::string canonical_knobs(const std::vector<KnobSpec> &space, const std::string &knobs);
 
 // Every descriptor of a suite file (one per line, '#' comments).
 std::vector<std::string> read_suite(const std::string &path);
