@@ -74,7 +74,8 @@ public:
         alg::GroupNormForward p = alg::group_norm_forward(xi, weight ? Func(*weight) : Func(),
                                                           bias ? Func(*bias) : Func(), gi, spatial, *eps,
                                                           alg::storage_type(dtype), ep.get(),
-                                                          x_groups ? Func(*x_groups) : Func());
+                                                          x_groups ? Func(*x_groups) : Func(),
+                                                          x_groups ? x_groups->dim(0).extent() : Expr());
         *y = p.y;
         *stats = p.stats;
         for (int d = 0; d < v.tensor_dims(); d++) y->dim(d).set_bounds(0, xi.dim(d).extent());

@@ -146,12 +146,15 @@ inline void group_moments_from_channels(GroupNormForward &p, const Func &x32, co
 // channel). The shift comes from the group's first channel(s); the rounding it leaves
 // grows with (shift - mean)^2 / var, at most about C/G, since the group's variance
 // includes the spread between its channels' means.
-inline void group_moments_from_rows(GroupNormForward &p, const Func &rows, const GroupIndexing &gi,
-                                    const Expr &spatial, Func &gmean, Func &var) {
+// `len` = C/G x S, best the rows buffer's extent: a plain variable lets the simplifier
+// prove `len >= width` inside the reductions' specializations, so their last step is
+// a constant-width vector reduce (from spatial * group_size it stayed a scalar loop of
+// up to lanes x accumulators steps per group and sum).
+inline void group_moments_from_rows(GroupNormForward &p, const Func &rows, const Expr &len, Func &gmean, Func &var) {
     Var q("q"), g = group_var(), n = batch_var();
     Func r32("gn_rows32");
     r32(q, g, n) = widen(rows(q, g, n));
-    Expr len = spatial * gi.group_size, pilot = Halide::min(len, 256);
+    Expr pilot = Halide::min(len, 256);
     p.group_rows = true;
     p.k = RDom(0, len, "gn_k");
     p.pilot = RDom(0, pilot, "gn_pilot");
@@ -166,10 +169,12 @@ inline void group_moments_from_rows(GroupNormForward &p, const Func &rows, const
 
 // ep: the fused epilogue y = act(norm(x) + residual) (inactive by default).
 // group_rows: x viewed as rows of whole groups (see group_moments_from_rows), for the
-// statistics; undefined: per-channel moments merged per group.
+// statistics, rows of `group_row_len` values (= spatial x C/G); undefined: per-channel
+// moments merged per group.
 inline GroupNormForward group_norm_forward(const Func &x, const Func &w, const Func &b, const GroupIndexing &gi,
                                            const Expr &spatial, const Expr &eps, const Type &out_type,
-                                           const Epilogue &ep = {}, const Func &group_rows = Func()) {
+                                           const Epilogue &ep = {}, const Func &group_rows = Func(),
+                                           const Expr &group_row_len = Expr()) {
     Var s = spatial_var(), g = group_var(), n = batch_var();
     std::vector<Expr> ch = gi.chan_args();
     GroupNormForward p;
@@ -177,7 +182,8 @@ inline GroupNormForward group_norm_forward(const Func &x, const Func &w, const F
     x32(gi.at(s, ch, n)) = widen(x(gi.at(s, ch, n)));
     Func gmean("gn_mean_g"), var("gn_var"), rstd("gn_rstd");
     if (group_rows.defined()) {
-        group_moments_from_rows(p, group_rows, gi, spatial, gmean, var);
+        group_moments_from_rows(p, group_rows, group_row_len.defined() ? group_row_len : spatial * gi.group_size,
+                                gmean, var);
     } else {
         group_moments_from_channels(p, x32, gi, spatial, gmean, var);
     }

@@ -39,6 +39,7 @@ inline RowNormBackward layer_norm_backward(const Func &dy, const Func &x, const 
                                            const Type &out_type, const Func &ds = Func()) {
     Var j = col_var(), r = row_var();
     RowNormBackward p;
+    p.streamed = backward_streamed(dy, x, ds);
     Func dy32("ln_dy32"), xhat("ln_xhat"), g("ln_g");
     dy32(j, r) = widen(dy(j, r));
     xhat(j, r) = (widen(x(j, r)) - mean(r)) * rstd(r);

@@ -34,6 +34,7 @@ inline RowNormBackward rms_norm_backward(const Func &dy, const Func &x, const Fu
                                          const Func &ds = Func()) {
     Var j = col_var(), r = row_var();
     RowNormBackward p;
+    p.streamed = backward_streamed(dy, x, ds);
     Func dy32("rms_dy32"), xhat("rms_xhat"), g("rms_g");
     dy32(j, r) = widen(dy(j, r));
     xhat(j, r) = widen(x(j, r)) * rstd(r);

@@ -20,6 +20,7 @@ struct RowNormForward {
     Func y;                        // output (j, r), storage type
     Func stats;                    // output (r), float32: a Tuple (mean, rstd) or rstd
     Func sum;                      // output (j, r) s = x + residual (pre-norm add), or undefined
+    std::vector<Func> streamed;    // the (j, r) inputs the pipeline reads row by row (x, residual)
 };
 
 // Backward: dx(j, r) from per-row sums, and the per-column parameter gradients as
@@ -29,6 +30,7 @@ struct RowNormBackward {
     Func row_sums;                 // per-row reduction over `k`
     RDom k;
     Func dx;                       // output (j, r), storage type
+    std::vector<Func> streamed;    // the (j, r) inputs the pipeline reads row by row (dy, x[, ds])
     Func col_sums;                 // per-column reduction over `rows` (undefined without weight)
     RDom rows;
     std::vector<Func> param_grads; // outputs (j), storage type: dweight[, dbias]
@@ -40,12 +42,21 @@ struct RowNormBackward {
 inline void row_input(RowNormForward &p, const Func &x, const Func &residual, const Type &out_type,
                       const std::string &prefix) {
     Var j = col_var(), r = row_var();
+    p.streamed = {x};
+    if (residual.defined()) p.streamed.push_back(residual);
     p.x32 = Func(prefix + "_x32");
     p.x32(j, r) = residual.defined() ? widen(x(j, r)) + widen(residual(j, r)) : widen(x(j, r));
     if (residual.defined()) {
         p.sum = Func("s");
         p.sum(j, r) = narrow(p.x32(j, r), out_type);
     }
+}
+
+// The (j, r) inputs a backward reads row by row.
+inline std::vector<Func> backward_streamed(const Func &dy, const Func &x, const Func &ds) {
+    std::vector<Func> v = {dy, x};
+    if (ds.defined()) v.push_back(ds);
+    return v;
 }
 
 // dx's value plus the gradient `ds` that reached the pre-norm sum from later layers

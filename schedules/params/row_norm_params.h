@@ -16,17 +16,19 @@ struct RowNormCpuParams {
     int min_blocks = 8;       // backward: at least this many row blocks (parallel tasks)
     int min_block_rows = 16;  // backward: at least this many rows per block (partial traffic)
     int partial_tile = 32;    // backward: vectors per column tile of the dweight/dbias partials
+    int prefetch_rows = -1;   // rows ahead whose inputs the output loop prefetches (0: none, -1: auto)
 
     static constexpr IntKnob<RowNormCpuParams> knobs[] = {
         {"vector_lanes", &RowNormCpuParams::vector_lanes, 0, 64, "float32 lanes per vector (0: natural)"},
         {"accumulators", &RowNormCpuParams::accumulators, 1, 16, "vector accumulators per row reduction"},
-        {"rows_per_task", &RowNormCpuParams::rows_per_task, 1, 1024, "forward minimum rows per parallel task"},
-        {"task_kib", &RowNormCpuParams::task_kib, 0, 65536, "forward minimum KiB of input per parallel task"},
+        {"rows_per_task", &RowNormCpuParams::rows_per_task, 1, 1024, "forward minimum rows per parallel task", "fwd"},
+        {"task_kib", &RowNormCpuParams::task_kib, 0, 65536, "forward minimum KiB of input per parallel task", "fwd"},
         {"out_unroll", &RowNormCpuParams::out_unroll, 1, 8, "vectors per output-loop iteration"},
-        {"block_kib", &RowNormCpuParams::block_kib, 4, 65536, "backward KiB of x + dy per row block"},
-        {"min_blocks", &RowNormCpuParams::min_blocks, 1, 4096, "backward minimum number of row blocks"},
-        {"min_block_rows", &RowNormCpuParams::min_block_rows, 1, 4096, "backward minimum rows per block"},
-        {"partial_tile", &RowNormCpuParams::partial_tile, 1, 64, "backward vectors per partial column tile"},
+        {"block_kib", &RowNormCpuParams::block_kib, 4, 65536, "backward KiB of x + dy per row block", "bwd"},
+        {"min_blocks", &RowNormCpuParams::min_blocks, 1, 4096, "backward minimum number of row blocks", "bwd"},
+        {"min_block_rows", &RowNormCpuParams::min_block_rows, 1, 4096, "backward minimum rows per block", "bwd"},
+        {"partial_tile", &RowNormCpuParams::partial_tile, 1, 64, "backward vectors per partial column tile", "bwd"},
+        {"prefetch_rows", &RowNormCpuParams::prefetch_rows, -1, 4, "rows ahead prefetched by the output loop (-1: auto)"},
     };
 
     static RowNormCpuParams parse(const std::string &text) {
