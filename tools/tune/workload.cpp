@@ -183,22 +183,25 @@ std::vector<KnobSpec> Workload::knob_space(const Halide::Target &target) const {
 }
 
 std::string rejected(const std::vector<KnobSpec> &space, const std::vector<int> &index, const Halide::Target &target) {
-    // The defaults of the knobs left at -1 come from the family's struct.
-    const sched::GpuParams g;
-    std::map<std::string, int> v = {{"vector_lanes", 0}, {"accumulators", 2}, {"out_unroll", 1}, {"partial_tile", 32},
-                                    {"threads", g.threads}, {"tile_x", g.tile_x}};
-    for (size_t i = 0; i < space.size() && i < index.size(); i++)
-        if (index[i] >= 0) v[space[i].name] = space[i].values[index[i]];
+    // Every knob the kernel reads, at the point's value or the family's default; a knob
+    // outside the space (another direction's, another family's) constrains nothing.
+    std::map<std::string, int> v;
+    for (size_t i = 0; i < space.size(); i++)
+        v[space[i].name] = i < index.size() && index[i] >= 0 ? space[i].values[index[i]] : space[i].default_value;
+    auto knob = [&](const char *name, int absent) {
+        auto it = v.find(name);
+        return it == v.end() ? absent : it->second;
+    };
     if (target.has_gpu_feature()) {
-        if (v["threads"] % 32) return "threads not a multiple of the warp (32)";
-        if (v["tile_x"] > v["threads"] || v["threads"] % v["tile_x"]) return "tile_x does not divide threads";
+        const int threads = knob("threads", 32), tile_x = knob("tile_x", 1);
+        if (threads % 32) return "threads not a multiple of the warp (32)";
+        if (tile_x > threads || threads % tile_x) return "tile_x does not divide threads";
         return "";
     }
-    const int natural_lanes = target.natural_vector_size<float>();
-    const int lanes = v["vector_lanes"] > 0 ? v["vector_lanes"] : natural_lanes;
-    if (lanes * v["accumulators"] > 64) return "vector_lanes x accumulators > 64";
-    if (lanes * v["out_unroll"] > 64) return "vector_lanes x out_unroll > 64";
-    if (lanes * v["partial_tile"] > 1024) return "vector_lanes x partial_tile > 1024";
+    const int lanes = knob("vector_lanes", 0) > 0 ? knob("vector_lanes", 0) : target.natural_vector_size<float>();
+    if (lanes * knob("accumulators", 1) > 64) return "vector_lanes x accumulators > 64";
+    if (lanes * knob("out_unroll", 1) > 64) return "vector_lanes x out_unroll > 64";
+    if (lanes * knob("partial_tile", 1) > 1024) return "vector_lanes x partial_tile > 1024";
     return "";
 }
 
