@@ -26,6 +26,8 @@
 #include "activation.h"
 #include "channel_norm.h"
 
+#include <stdexcept>
+
 namespace normgen::alg {
 
 inline Var group_var() { return Var("g"); }
@@ -169,8 +171,9 @@ inline void group_moments_from_rows(GroupNormForward &p, const Func &rows, const
 
 // ep: the fused epilogue y = act(norm(x) + residual) (inactive by default).
 // group_rows: x viewed as rows of whole groups (see group_moments_from_rows), for the
-// statistics, rows of `group_row_len` values (= spatial x C/G); undefined: per-channel
-// moments merged per group.
+// statistics, rows of `group_row_len` values (= spatial x C/G: the rows buffer's own
+// extent, a plain variable the simplifier can bound); undefined: per-channel moments
+// merged per group.
 inline GroupNormForward group_norm_forward(const Func &x, const Func &w, const Func &b, const GroupIndexing &gi,
                                            const Expr &spatial, const Expr &eps, const Type &out_type,
                                            const Epilogue &ep = {}, const Func &group_rows = Func(),
@@ -182,8 +185,8 @@ inline GroupNormForward group_norm_forward(const Func &x, const Func &w, const F
     x32(gi.at(s, ch, n)) = widen(x(gi.at(s, ch, n)));
     Func gmean("gn_mean_g"), var("gn_var"), rstd("gn_rstd");
     if (group_rows.defined()) {
-        group_moments_from_rows(p, group_rows, group_row_len.defined() ? group_row_len : spatial * gi.group_size,
-                                gmean, var);
+        if (!group_row_len.defined()) throw std::logic_error("group_norm_forward: group rows need their length");
+        group_moments_from_rows(p, group_rows, group_row_len, gmean, var);
     } else {
         group_moments_from_channels(p, x32, gi, spatial, gmean, var);
     }

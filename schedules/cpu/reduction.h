@@ -4,6 +4,8 @@
 #include "Halide.h"
 
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace normgen::sched {
@@ -52,6 +54,24 @@ inline Halide::Var vectorized(Halide::Stage s, const Halide::Var &x, int width) 
     Var xo(x.name() + "o"), xi(x.name() + "i");
     s.split(x, xo, xi, width, TailStrategy::GuardWithIf).vectorize(xi);
     return xo;
+}
+
+// Each iteration of `out`'s loop `at` also prefetches the inputs `streamed` that the
+// same iteration of the enclosing loop `from` will read `ahead` iterations later (the
+// next rows, the next groups), so their first read from DRAM overlaps this unit's
+// passes in cache instead of following them. Each of `streamed` must be a generator
+// input: such a Func only reads its buffer and is inlined away, so the prefetch names
+// the buffer (a prefetch of the Func itself finds no region and Halide drops it).
+inline void prefetch_ahead(Halide::Func out, const std::vector<Halide::Func> &streamed, const Halide::Var &at,
+                           const Halide::Var &from, int ahead) {
+    using namespace Halide;
+    if (ahead <= 0) return;
+    for (const Func &in : streamed) {
+        const auto *call = in.defined() && in.outputs() == 1 ? in.value().as<Internal::Call>() : nullptr;
+        if (!call || !call->param.defined())
+            throw std::logic_error("prefetch_ahead: " + in.name() + " is not a generator input buffer");
+        out.prefetch(call->param, at, from, ahead, PrefetchBoundStrategy::GuardWithIf);
+    }
 }
 
 }  // namespace normgen::sched

@@ -14,23 +14,6 @@ int lanes_of(const RowNormCpuParams &k, const Target &t) {
     return k.vector_lanes > 0 ? k.vector_lanes : t.natural_vector_size<float>();
 }
 
-// Each iteration of the output loop over a row's vectors (`jo` of `row`) also prefetches
-// the same columns `rows_ahead` rows ahead, so the next rows' first (DRAM) read overlaps
-// this row's writes instead of following them.
-void prefetch_next_rows(Func out, const std::vector<Func> &streamed, const Var &jo, const Var &row,
-                        int rows_ahead) {
-    if (rows_ahead <= 0) return;
-    for (const Func &in : streamed) {
-        // A generator input is a Func that only reads its buffer, and is inlined away, so
-        // the prefetch names the buffer (a prefetch of the Func would find no region).
-        const auto *call = in.defined() && in.outputs() == 1 ? in.value().as<Internal::Call>() : nullptr;
-        if (call && call->param.defined())
-            out.prefetch(call->param, jo, row, rows_ahead, PrefetchBoundStrategy::GuardWithIf);
-        else
-            out.prefetch(in, jo, row, rows_ahead, PrefetchBoundStrategy::GuardWithIf);
-    }
-}
-
 }  // namespace
 
 // Measured: LayerNorm f32 1024x8192, 1 thread, defaults: 4.3 ms = 15.7 GB/s, 0.70 of glibc
@@ -55,7 +38,7 @@ void schedule_row_norm_forward_cpu(alg::RowNormForward &p, const RowNormCpuParam
     // threads, 2026-12-07): LayerNorm 8192x1024 and 32768x256 0.76-0.83x of no prefetch,
     // 2048x4096 and 512x12288 0.95-1.10x; RMSNorm (one reduction) 0.94-1.18x, so none there.
     const int auto_ahead = p.reductions.size() >= 2 ? 2 : 0;
-    prefetch_next_rows(p.y, p.streamed, jo, ri, k.prefetch_rows >= 0 ? k.prefetch_rows : auto_ahead);
+    prefetch_ahead(p.y, p.streamed, jo, ri, k.prefetch_rows >= 0 ? k.prefetch_rows : auto_ahead);
     p.stats.split(r, rb, ri, task_rows, TailStrategy::GuardWithIf).parallel(rb).compute_with(p.y, ri);
     if (p.sum.defined()) {  // s = x + residual, written by the output loop (inputs in cache)
         p.sum.split(r, rb, ri, task_rows, TailStrategy::GuardWithIf)
@@ -93,7 +76,7 @@ void schedule_row_norm_backward_cpu(alg::RowNormBackward &p, const RowNormCpuPar
         .parallel(rb);
     // Auto: none. Measured as above: 1.0-1.15x of no prefetch, except LayerNorm 2048x4096
     // at 1 thread (0.83-0.86x), which the tuner finds.
-    prefetch_next_rows(p.dx, p.streamed, jo, ri, std::max(k.prefetch_rows, 0));
+    prefetch_ahead(p.dx, p.streamed, jo, ri, std::max(k.prefetch_rows, 0));
     vector_reduction(p.row_sums, p.k, r, lanes * k.accumulators, LoopLevel(p.dx, ri));
     if (!p.col_sums.defined()) return;
     // dweight/dbias: partial(j, rb) over the rows of block rb, computed in dx's block

@@ -20,21 +20,29 @@ if torch is not None:
     _TORCH_DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 
 
+_TENSOR = torch.Tensor if torch is not None else ()  # (isinstance(a, ()) is False)
+
+
 def is_torch(a) -> bool:
-    return torch is not None and isinstance(a, torch.Tensor)
+    return isinstance(a, _TENSOR)
 
 
 def spec(a, name: str):
-    """The runtime's view of array ``a``; TypeError naming ``name`` if unsupported."""
+    """The runtime's view of array ``a``; TypeError naming ``name`` if unsupported.
+
+    (Called once per array argument of every op: the CPU tensor path touches only the
+    cheapest attributes, as ``a.device.type`` alone cost a third of a microsecond.)"""
     if is_torch(a):
-        if a.device.type not in ("cpu", "cuda"):
+        dt = _TORCH_DTYPES.get(a.dtype)
+        if a.is_cpu:
+            device = -1
+        elif a.is_cuda:
+            device = a.get_device()
+        else:
             raise TypeError(f"{name} is on device {a.device}; normgen runs on the CPU and on CUDA devices")
-        if a.dtype not in _TORCH_DTYPES:
+        if dt is None:
             raise TypeError(f"Expected {name} of dtype float32, float16 or bfloat16, but got {a.dtype}")
-        device = -1
-        if a.device.type == "cuda":
-            device = a.device.index if a.device.index is not None else torch.cuda.current_device()
-        return (a.data_ptr(), _TORCH_DTYPES[a.dtype], tuple(a.shape), tuple(a.stride()), device)
+        return (a.data_ptr(), dt, a.shape, a.stride(), device)
     if isinstance(a, np.ndarray):
         dt = _NP_DTYPES.get(a.dtype)
         if dt is None:
