@@ -58,7 +58,7 @@ public:
         if (get_target().has_gpu_feature())
             sched::schedule_row_norm_forward_cuda(p, sched::GpuParams::parse(schedule));
         else
-            sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n);
+            sched::schedule_row_norm_forward_cpu(p, sched::RowNormCpuParams::parse(schedule), get_target(), n, rows);
     }
 };
 

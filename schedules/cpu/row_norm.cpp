@@ -20,15 +20,16 @@ int lanes_of(const RowNormCpuParams &k, const Target &t) {
 // memcpy of the same bytes (normgen-jit-bench, AMD Zen 4 VM, 2 cores, 2026-11-22).
 // Why: one task per few rows; three passes per row, only the first from DRAM.
 void schedule_row_norm_forward_cpu(alg::RowNormForward &p, const RowNormCpuParams &k, const Target &t,
-                                   const Expr &cols) {
+                                   const Expr &cols, const Expr &rows) {
     Var j = alg::col_var(), r = alg::row_var();
     Var rb("rb"), ri("ri"), jo("jo"), ji("ji");
     const int lanes = lanes_of(k, t);
     // A task covers at least `task_kib` of input, so short rows do not drown the thread
     // pool in tiny tasks (32768 rows of 256: 8192 tasks of 4 rows ran 2x slower on 2
-    // threads than on 1).
-    Expr task_rows = max(Expr(k.task_kib * 1024) / (cols * p.y.type().bytes()),
-                         k.rows_per_task);
+    // threads than on 1); but at most the rows there are, as the task's row loop runs
+    // all its (guarded) iterations: 4 rows of 8 columns took 50 us in 2048 empty ones.
+    Expr task_rows = min(max(Expr(k.task_kib * 1024) / (cols * p.y.type().bytes()), k.rows_per_task),
+                         max(rows, 1));
     p.y.split(r, rb, ri, task_rows, TailStrategy::GuardWithIf)
         .split(j, jo, ji, lanes * k.out_unroll, TailStrategy::GuardWithIf)
         .vectorize(ji)

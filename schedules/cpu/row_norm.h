@@ -12,7 +12,7 @@ namespace normgen::sched {
 // vector accumulators) then the output row, with the statistics output fused into
 // the same row loop so each row is read from memory once.
 void schedule_row_norm_forward_cpu(alg::RowNormForward &p, const RowNormCpuParams &k, const Halide::Target &t,
-                                   const Halide::Expr &cols);
+                                   const Halide::Expr &cols, const Halide::Expr &rows);
 
 // Backward: cache-sized row blocks in parallel; per row the row sums then dx; per
 // block the parameter-gradient partials, fused into the block loop so the block is
