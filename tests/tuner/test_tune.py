@@ -59,6 +59,21 @@ def test_search_skips_knobs_the_kernel_ignores_and_default_values(tmp_path, work
     assert not [(k, v) for k, v in knobs if defaults.get(k) == v], schedules
 
 
+def test_try_candidates_are_logged_as_the_search_writes_them(tmp_path):
+    # --try knob strings run first, within the budget, in the search's canonical form
+    # (the space's order, defaults dropped), so export and --resume see them alike.
+    db = str(tmp_path / "t.db")
+    tune("run", "--db", db, "--workload", "batch_norm:fwd:f32:4x32x7x7:nchw", "--budget", "4",
+         "--try", "min_blocks:2,accumulators:2,vector_lanes:8", "--try", "out_unroll:2", *FAST)
+    schedules = [row[1] for row in trials(db)]
+    assert schedules[:3] == ["", "vector_lanes:8,min_blocks:2", "out_unroll:2"], schedules
+    assert len(schedules) == 4 and all(row[2] == "ok" for row in trials(db))
+    for bad in ("partial_tile:4", "min_blocks", "min_blocks:x"):  # a row-family knob, no value, not a number
+        r = tune("run", "--db", str(tmp_path / "u.db"), "--workload", "batch_norm:fwd:f32:4x32x7x7:nchw",
+                 "--try", bad, check=False)
+        assert r.returncode != 0 and "--try" in r.stderr, r.stderr
+
+
 def test_killed_run_resumes(tmp_path):
     db = str(tmp_path / "t.db")
     args = ["run", "--db", db, "--workload", "layer_norm:bwd:f32:64x300", "--budget", "9", *FAST]

@@ -2,7 +2,7 @@
 //
 //   normgen-tune run   --db FILE (--workload D | --suite FILE)... [--budget N] [--threads T]
 //                      [--seed S] [--rounds R] [--repeats K] [--resume] [--autoschedulers A,B,...]
-//                      [--autoscheduler-timeout SECONDS]
+//                      [--autoscheduler-timeout SECONDS] [--try KNOBS]...
 //   normgen-tune time  <workload> [--threads T] [knobs...]   time knob strings side by side
 //   normgen-tune gpucheck (--workload D | --suite FILE)... [--target host-opencl] [--tolerance E]
 //                      [--schedule KNOBS]  the GPU schedules on another GPU API vs the CPU ones
@@ -14,8 +14,8 @@
 //
 // A workload is a benchmark descriptor, <op>:<dir>:<dtype>:<shape>[:<layout>]. The search
 // JIT-compiles the generator with knob strings of the family's parameter struct (the
-// same algorithm and schedule code as the AOT build): Latin-hypercube samples first,
-// then one-knob steps from the best so far. Each candidate runs against the default
+// same algorithm and schedule code as the AOT build): the `--try` candidates, then
+// Latin-hypercube samples, then one-knob steps from the best so far. Each candidate runs against the default
 // schedule (outputs must match it), interleaved with it (warm-up, rounds x repeats,
 // medians), and is recorded as one committed row: an interrupted run loses no finished
 // trial, and `--resume` replays the same (seeded) sequence, measuring only what is new.
@@ -23,6 +23,7 @@
 #include "trial_db.h"
 #include "workload.h"
 
+#include <limits>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -98,6 +99,7 @@ struct Options {
     unsigned seed = 1;
     bool resume = false;
     std::vector<std::string> autoschedulers;  // baselines timed after the search
+    std::vector<std::string> tries;           // knob strings evaluated first (--try), within the budget
     double autoscheduler_timeout = 600;       // seconds per autoscheduler trial (own process)
 };
 
@@ -244,6 +246,32 @@ std::vector<std::vector<int>> latin_hypercube(const std::vector<KnobSpec> &space
     return pts;
 }
 
+int int_option(const std::string &option, const std::string &value, int min);
+
+// A --try knob string as the search writes one: knobs in the space's order, defaults
+// left out; a knob the workload's kernel does not read is an error.
+std::string tried_knobs(const std::vector<KnobSpec> &space, const std::string &text) {
+    std::map<std::string, int> given;
+    std::stringstream in(text);
+    std::string kv;
+    while (std::getline(in, kv, ',')) {
+        if (kv.empty()) continue;
+        const size_t colon = kv.find(':');
+        const std::string name = kv.substr(0, colon);
+        if (colon == std::string::npos ||
+            std::none_of(space.begin(), space.end(), [&](const KnobSpec &k) { return k.name == name; }))
+            throw std::invalid_argument("--try '" + text + "': '" + kv + "' is not a knob:value this workload's kernel reads");
+        given[name] = int_option("--try " + name, kv.substr(colon + 1), std::numeric_limits<int>::min());
+    }
+    std::string out;
+    for (const KnobSpec &k : space) {
+        auto it = given.find(k.name);
+        if (it != given.end() && it->second != k.default_value)
+            out += (out.empty() ? "" : ",") + k.name + ":" + std::to_string(it->second);
+    }
+    return out;
+}
+
 int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, const Halide::Target &target,
                   const std::string &machine) {
     Workload w = Workload::parse(descriptor);
@@ -286,12 +314,26 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
     std::fprintf(stderr, "normgen-tune: %s on %s, %d thread(s), budget %d\n", wl.c_str(), tgt.c_str(), o.threads, o.budget);
     Progress progress(o.budget);
     consider(evaluate(""));  // the default schedule itself is a trial (ratio ~1)
+    int done = 1, attempts = 0;
+    // Candidates the user names (--try: e.g. a hand-found schedule the random start
+    // missed), as the search would write them, so the log and export treat them alike.
+    for (const std::string &k : o.tries) {
+        if (done >= o.budget) break;
+        const std::string knobs = tried_knobs(space, k);
+        std::optional<Trial> t = evaluate(knobs);
+        if (!t) continue;
+        consider(t);
+        done++;
+        progress.update(done, (knobs.empty() ? "defaults" : knobs) + " (--try) -> " +
+                                  (t->status == "ok" ? std::to_string(t->median_ms / t->default_ms).substr(0, 5) + "x"
+                                                     : t->status),
+                        best_str());
+    }
     const int n_lhs = std::max(1, o.budget / 2);
     std::vector<std::vector<int>> lhs = latin_hypercube(space, n_lhs, rng);
     std::vector<std::vector<int>> best_index(1, std::vector<int>(space.size(), -1));
     std::map<std::string, std::vector<int>> index_of;
     index_of[""] = best_index[0];
-    int done = 1, attempts = 0;
     for (int i = 0; done < o.budget && attempts < 50 * o.budget; attempts++) {
         std::vector<int> idx;
         if (i < n_lhs) {
@@ -411,6 +453,7 @@ int cmd_run(int argc, char **argv) {
         } else if (a == "--budget") o.budget = int_option(a, next(), 1);
         else if (a == "--seed") o.seed = static_cast<unsigned>(int_option(a, next(), 0));
         else if (a == "--resume") o.resume = true;
+        else if (a == "--try") o.tries.push_back(next());
         else if (a == "--autoscheduler-timeout") o.autoscheduler_timeout = seconds_option(a, next());
         else if (a == "--autoschedulers") {
             std::stringstream in(next());
@@ -428,6 +471,8 @@ int cmd_run(int argc, char **argv) {
     TrialDb db(o.db);
     const std::string machine = machine_description();
     const Halide::Target target = Halide::get_jit_target_from_environment();
+    for (const std::string &d : o.workloads)  // every --try checked against every workload's knobs first
+        for (const std::string &k : o.tries) tried_knobs(Workload::parse(d).knob_space(target), k);
     if (!o.resume) {  // one read of the log: the workloads it already has on this machine
         std::set<std::string> logged;
         for (const Trial &t : db.all())
@@ -711,7 +756,7 @@ int main(int argc, char **argv) {
     const char *usage =
         "usage: normgen-tune run --db FILE (--workload D | --suite FILE)... [--budget N] [--threads T] [--seed S]\n"
         "                        [--rounds R] [--repeats K] [--resume] [--autoschedulers Adams2019,Mullapudi2016,Li2018]\n"
-        "                        [--autoscheduler-timeout SECONDS (600)]\n"
+        "                        [--autoscheduler-timeout SECONDS (600)] [--try KNOBS]...\n"
         "       normgen-tune time <workload> [--threads T] [--rounds R] [knobs...]\n"
         "       normgen-tune gpucheck (--workload D | --suite FILE)... [--target host-opencl] [--tolerance E]\n"
         "                        [--schedule KNOBS]\n"
