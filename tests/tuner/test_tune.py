@@ -61,13 +61,17 @@ def test_search_skips_knobs_the_kernel_ignores_and_default_values(tmp_path, work
 
 def test_try_candidates_are_logged_as_the_search_writes_them(tmp_path):
     # --try knob strings run first, within the budget, in the search's canonical form
-    # (the space's order, defaults dropped), so export and --resume see them alike.
+    # (the space's order, defaults dropped), so export and --resume see them alike; a
+    # value the search never draws (min_blocks:3) is kept, and the one-knob steps that
+    # follow the random start may begin from any of them.
     db = str(tmp_path / "t.db")
-    tune("run", "--db", db, "--workload", "batch_norm:fwd:f32:4x32x7x7:nchw", "--budget", "4",
-         "--try", "min_blocks:2,accumulators:2,vector_lanes:8", "--try", "out_unroll:2", *FAST)
+    tune("run", "--db", db, "--workload", "batch_norm:fwd:f32:4x32x7x7:nchw", "--budget", "12",
+         "--try", "min_blocks:2,accumulators:2,vector_lanes:8", "--try", "out_unroll:2",
+         "--try", "min_blocks:3", *FAST)
     schedules = [row[1] for row in trials(db)]
-    assert schedules[:3] == ["", "vector_lanes:8,min_blocks:2", "out_unroll:2"], schedules
-    assert len(schedules) == 4 and all(row[2] == "ok" for row in trials(db))
+    assert schedules[:4] == ["", "vector_lanes:8,min_blocks:2", "out_unroll:2", "min_blocks:3"], schedules
+    assert len(schedules) == 12 and len(set(schedules)) == 12, schedules
+    assert all(row[2] == "ok" for row in trials(db))
     for bad in ("partial_tile:4", "min_blocks", "min_blocks:x"):  # a row-family knob, no value, not a number
         r = tune("run", "--db", str(tmp_path / "u.db"), "--workload", "batch_norm:fwd:f32:4x32x7x7:nchw",
                  "--try", bad, check=False)

@@ -272,6 +272,28 @@ std::string tried_knobs(const std::vector<KnobSpec> &space, const std::string &t
     return out;
 }
 
+// The point of the space a canonical knob string names: per knob the index of its
+// value among the searched ones (the nearest, for a value the search does not draw),
+// -1 where the knob is at its default.
+std::vector<int> nearest_point(const std::vector<KnobSpec> &space, const std::string &knobs) {
+    std::vector<int> idx(space.size(), -1);
+    std::stringstream in(knobs);
+    std::string kv;
+    while (std::getline(in, kv, ',')) {
+        const size_t colon = kv.find(':');
+        const std::string name = kv.substr(0, colon);
+        const int v = std::stoi(kv.substr(colon + 1));
+        for (size_t d = 0; d < space.size(); d++) {
+            if (space[d].name != name) continue;
+            const std::vector<int> &vals = space[d].values;
+            idx[d] = static_cast<int>(std::min_element(vals.begin(), vals.end(), [&](int a, int b) {
+                                          return std::abs(a - v) < std::abs(b - v);
+                                      }) - vals.begin());
+        }
+    }
+    return idx;
+}
+
 int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, const Halide::Target &target,
                   const std::string &machine) {
     Workload w = Workload::parse(descriptor);
@@ -315,31 +337,36 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
     Progress progress(o.budget);
     consider(evaluate(""));  // the default schedule itself is a trial (ratio ~1)
     int done = 1, attempts = 0;
-    // Candidates the user names (--try: e.g. a hand-found schedule the random start
-    // missed), as the search would write them, so the log and export treat them alike.
-    for (const std::string &k : o.tries) {
-        if (done >= o.budget) break;
-        const std::string knobs = tried_knobs(space, k);
+    std::map<std::string, std::vector<int>> index_of;  // knob string -> its point in the space
+    index_of[""] = std::vector<int>(space.size(), -1);
+    // One candidate of the budget: measured (or found in the log), then counted.
+    auto step = [&](const std::string &knobs, const std::vector<int> &idx, const char *how) {
+        index_of.emplace(knobs, idx);
         std::optional<Trial> t = evaluate(knobs);
-        if (!t) continue;
+        if (!t) return;
         consider(t);
         done++;
-        progress.update(done, (knobs.empty() ? "defaults" : knobs) + " (--try) -> " +
+        progress.update(done, (knobs.empty() ? "defaults" : knobs) + how +
                                   (t->status == "ok" ? std::to_string(t->median_ms / t->default_ms).substr(0, 5) + "x"
                                                      : t->status),
                         best_str());
+    };
+    // Candidates the user names (--try: e.g. a hand-found schedule the random start
+    // missed), as the search would write them, so the log and export treat them alike;
+    // one-knob steps may then start from them (at the searched values nearest theirs).
+    for (const std::string &k : o.tries) {
+        if (done >= o.budget) break;
+        const std::string knobs = tried_knobs(space, k);
+        step(knobs, nearest_point(space, knobs), " (--try) -> ");
     }
     const int n_lhs = std::max(1, o.budget / 2);
     std::vector<std::vector<int>> lhs = latin_hypercube(space, n_lhs, rng);
-    std::vector<std::vector<int>> best_index(1, std::vector<int>(space.size(), -1));
-    std::map<std::string, std::vector<int>> index_of;
-    index_of[""] = best_index[0];
     for (int i = 0; done < o.budget && attempts < 50 * o.budget; attempts++) {
         std::vector<int> idx;
         if (i < n_lhs) {
             idx = lhs[i++];
         } else {  // a one-knob step from the best so far
-            idx = index_of[best_knobs];
+            idx = index_of.at(best_knobs);
             std::uniform_int_distribution<size_t> pick(0, space.size() - 1);
             const size_t d = pick(rng);
             const int k = static_cast<int>(space[d].values.size());
@@ -353,16 +380,7 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
             idx[d] = cur;
         }
         if (!rejected(space, idx, target).empty()) continue;  // never compiled
-        const std::string knobs = knob_string(space, idx);
-        index_of.emplace(knobs, idx);
-        std::optional<Trial> t = evaluate(knobs);
-        if (!t) continue;
-        consider(t);
-        done++;
-        progress.update(done, (knobs.empty() ? "defaults" : knobs) + " -> " +
-                                  (t->status == "ok" ? std::to_string(t->median_ms / t->default_ms).substr(0, 5) + "x"
-                                                     : t->status),
-                        best_str());
+        step(knob_string(space, idx), idx, " -> ");
     }
     progress.finish();
     // The winner of many noisy draws is biased towards luck: re-time it against the
