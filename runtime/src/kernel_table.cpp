@@ -204,11 +204,12 @@ struct TableKeyHash {
 };
 using TableIndex = std::unordered_map<TableKey, std::vector<const Kernel *>, TableKeyHash>;
 
+TableKey key_of(const Kernel &k) { return {k.info.op, k.info.dir, k.info.dtype, k.info.variant, k.info.target}; }
+
 const TableIndex &table_index() {
     static const TableIndex index = [] {
         TableIndex t;
-        for (const Kernel &k : kernel_table())
-            t[{k.info.op, k.info.dir, k.info.dtype, k.info.variant, k.info.target}].push_back(&k);
+        for (const Kernel &k : kernel_table()) t[key_of(k)].push_back(&k);
         return t;
     }();
     return index;
@@ -287,14 +288,11 @@ Selection select_kernel(const Request &req, std::string *why) {
         }
     };
     // Registered kernels first (they win ties), then the built-in table's bucket.
-    for (const Registered &r : g_registered) {
-        const KernelInfo &i = r.kernel.info;
-        if (!std::strcmp(i.op, req.op) && !std::strcmp(i.dir, req.dir) && !std::strcmp(i.dtype, dtype) &&
-            !std::strcmp(req.variant, i.variant) && !std::strcmp(i.target, target))
-            consider(r.kernel);
-    }
+    const TableKey key{req.op, req.dir, dtype, req.variant, target};
+    for (const Registered &r : g_registered)
+        if (key_of(r.kernel) == key) consider(r.kernel);
     const TableIndex &index = table_index();
-    if (auto it = index.find({req.op, req.dir, dtype, req.variant, target}); it != index.end())
+    if (auto it = index.find(key); it != index.end())
         for (const Kernel *k : it->second) consider(*k);
     if (!best) {
         *why = "no " + std::string(target) + " kernel in the kernel list for " +

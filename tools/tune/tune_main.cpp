@@ -248,9 +248,15 @@ std::vector<std::vector<int>> latin_hypercube(const std::vector<KnobSpec> &space
 
 int int_option(const std::string &option, const std::string &value, int min);
 
-// A --try knob string as the search writes one: knobs in the space's order, defaults
-// left out; a knob the workload's kernel does not read is an error.
-std::string tried_knobs(const std::vector<KnobSpec> &space, const std::string &text) {
+// A --try knob string as the search writes one (knobs in the space's order, defaults
+// left out; a knob the workload's kernel does not read is an error), and its point in
+// the space for the one-knob steps: per knob the index of the searched value nearest
+// the given one, -1 where the knob is at its default.
+struct TriedPoint {
+    std::string knobs;
+    std::vector<int> index;
+};
+TriedPoint tried_point(const std::vector<KnobSpec> &space, const std::string &text) {
     std::map<std::string, int> given;
     std::stringstream in(text);
     std::string kv;
@@ -263,35 +269,18 @@ std::string tried_knobs(const std::vector<KnobSpec> &space, const std::string &t
             throw std::invalid_argument("--try '" + text + "': '" + kv + "' is not a knob:value this workload's kernel reads");
         given[name] = int_option("--try " + name, kv.substr(colon + 1), std::numeric_limits<int>::min());
     }
-    std::string out;
-    for (const KnobSpec &k : space) {
-        auto it = given.find(k.name);
-        if (it != given.end() && it->second != k.default_value)
-            out += (out.empty() ? "" : ",") + k.name + ":" + std::to_string(it->second);
+    TriedPoint p{"", std::vector<int>(space.size(), -1)};
+    for (size_t d = 0; d < space.size(); d++) {
+        auto it = given.find(space[d].name);
+        if (it == given.end() || it->second == space[d].default_value) continue;
+        const int v = it->second;
+        const std::vector<int> &vals = space[d].values;
+        p.knobs += (p.knobs.empty() ? "" : ",") + space[d].name + ":" + std::to_string(v);
+        p.index[d] = static_cast<int>(
+            std::min_element(vals.begin(), vals.end(), [&](int a, int b) { return std::abs(a - v) < std::abs(b - v); }) -
+            vals.begin());
     }
-    return out;
-}
-
-// The point of the space a canonical knob string names: per knob the index of its
-// value among the searched ones (the nearest, for a value the search does not draw),
-// -1 where the knob is at its default.
-std::vector<int> nearest_point(const std::vector<KnobSpec> &space, const std::string &knobs) {
-    std::vector<int> idx(space.size(), -1);
-    std::stringstream in(knobs);
-    std::string kv;
-    while (std::getline(in, kv, ',')) {
-        const size_t colon = kv.find(':');
-        const std::string name = kv.substr(0, colon);
-        const int v = std::stoi(kv.substr(colon + 1));
-        for (size_t d = 0; d < space.size(); d++) {
-            if (space[d].name != name) continue;
-            const std::vector<int> &vals = space[d].values;
-            idx[d] = static_cast<int>(std::min_element(vals.begin(), vals.end(), [&](int a, int b) {
-                                          return std::abs(a - v) < std::abs(b - v);
-                                      }) - vals.begin());
-        }
-    }
-    return idx;
+    return p;
 }
 
 int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, const Halide::Target &target,
@@ -356,8 +345,8 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
     // one-knob steps may then start from them (at the searched values nearest theirs).
     for (const std::string &k : o.tries) {
         if (done >= o.budget) break;
-        const std::string knobs = tried_knobs(space, k);
-        step(knobs, nearest_point(space, knobs), " (--try) -> ");
+        const TriedPoint p = tried_point(space, k);
+        step(p.knobs, p.index, " (--try) -> ");
     }
     const int n_lhs = std::max(1, o.budget / 2);
     std::vector<std::vector<int>> lhs = latin_hypercube(space, n_lhs, rng);
@@ -490,7 +479,7 @@ int cmd_run(int argc, char **argv) {
     const std::string machine = machine_description();
     const Halide::Target target = Halide::get_jit_target_from_environment();
     for (const std::string &d : o.workloads)  // every --try checked against every workload's knobs first
-        for (const std::string &k : o.tries) tried_knobs(Workload::parse(d).knob_space(target), k);
+        for (const std::string &k : o.tries) tried_point(Workload::parse(d).knob_space(target), k);
     if (!o.resume) {  // one read of the log: the workloads it already has on this machine
         std::set<std::string> logged;
         for (const Trial &t : db.all())

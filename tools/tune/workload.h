@@ -58,8 +58,9 @@ struct Workload {
 // Whether a point of the knob space is worth compiling: combinations whose unrolled
 // vector code explodes (lanes x accumulators or lanes x unroll beyond 64 float32 values,
 // partial tiles beyond 1024) are rejected up front; vector_lanes=0 stands for the
-// target's natural width, and knobs outside `space` constrain nothing. GPU knobs: thread counts that do not tile a block (tile_x must divide
-// threads, threads a multiple of the warp). Returns the reason when rejected.
+// target's natural width, and knobs outside `space` constrain nothing. GPU knobs:
+// thread counts that do not tile a block (tile_x must divide threads, threads a
+// multiple of the warp). Returns the reason when rejected.
 std::string rejected(const std::vector<KnobSpec> &space, const std::vector<int> &index, const Halide::Target &target);
 
 // Knob strings: "k:v,k:v" in the knob space's order (empty: the defaults).
