@@ -232,3 +232,19 @@ def test_autoscheduler_past_its_time_limit_is_killed_and_logged(tmp_path):
         assert rows[f"autoscheduler:{name}"][2] == "compile_error", rows
         assert "did not finish within 0.3 s" in err[f"autoscheduler:{name}"], err
     assert "group_norm:bwd:f32:4x32x6x6:nchw" in r.stdout
+
+
+@pytest.mark.parametrize("evict", [None, "8"])
+def test_time_compares_knob_strings_side_by_side(evict):
+    # `time` runs the default and each knob string interleaved; --evict-mib writes that
+    # much of another buffer before each timed run, so the data comes from DRAM.
+    extra = ["--evict-mib", evict] if evict else []
+    r = tune("time", "rms_norm:fwd:f32:64x256", "--threads", "1", "--rounds", "2", *extra, "", "accumulators:4")
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("rms_norm:fwd:f32:64x256:contig, 1 thread(s)"), r.stdout
+    assert ("caches evicted by 8 MiB before each run" if evict else "data in cache") in lines[0], r.stdout
+    assert lines[1].startswith("(defaults)") and "1.000x of the first" in lines[1], r.stdout
+    assert lines[2].startswith("accumulators:4") and len(lines) == 3, r.stdout
+    assert all(float(ln.split()[1]) > 0 for ln in lines[1:]), r.stdout
+    bad = tune("time", "rms_norm:fwd:f32:64x256", "--evict-mib", "-1", check=False)
+    assert bad.returncode != 0 and "--evict-mib" in bad.stderr, bad.stderr

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -274,14 +275,21 @@ double median(std::vector<double> v) {
     return v.empty() ? 0 : v[v.size() / 2];
 }
 
-std::vector<double> time_interleaved(std::vector<Instance *> instances, int rounds, int repeats, int warmup) {
+std::vector<double> time_interleaved(std::vector<Instance *> instances, int rounds, int repeats, int warmup,
+                                     size_t evict_bytes) {
     std::vector<std::vector<double>> samples(instances.size());
+    std::vector<unsigned char> evict(evict_bytes);
+    unsigned char fill = 0;
     for (Instance *i : instances)
         for (int k = 0; k < warmup; k++) i->run();
     for (int r = 0; r < rounds; r++)
         for (size_t j = 0; j < instances.size(); j++) {
-            instances[j]->run();  // lead-in: this instance's data back in cache
+            if (evict.empty()) instances[j]->run();  // lead-in: this instance's data back in cache
             for (int k = 0; k < repeats; k++) {
+                if (!evict.empty()) {
+                    std::memset(evict.data(), ++fill, evict.size());
+                    (void)*static_cast<volatile unsigned char *>(&evict[evict.size() / 2]);
+                }
                 const double t0 = now();
                 instances[j]->run();
                 samples[j].push_back(now() - t0);

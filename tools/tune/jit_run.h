@@ -57,8 +57,13 @@ private:
 };
 
 // Median seconds of `repeats` runs each of `instances`, interleaved over `rounds`
-// rounds after `warmup` untimed runs each.
-std::vector<double> time_interleaved(std::vector<Instance *> instances, int rounds, int repeats, int warmup = 2);
+// rounds after `warmup` untimed runs each. Each run starts with the instance's data in
+// cache (a lead-in run per round), or, with `evict_bytes`, after writing that many bytes
+// of another buffer: the workload's buffers then come from DRAM, as a layer's input
+// does in a model whose activations outgrow the last-level cache (this thread's writes
+// evict the shared L3 and its own L2; another core's private L2 may keep up to its size).
+std::vector<double> time_interleaved(std::vector<Instance *> instances, int rounds, int repeats, int warmup = 2,
+                                     size_t evict_bytes = 0);
 
 double median(std::vector<double> v);
 

@@ -3,7 +3,8 @@
 //   normgen-tune run   --db FILE (--workload D | --suite FILE)... [--budget N] [--threads T]
 //                      [--seed S] [--rounds R] [--repeats K] [--resume] [--autoschedulers A,B,...]
 //                      [--autoscheduler-timeout SECONDS] [--try KNOBS]...
-//   normgen-tune time  <workload> [--threads T] [knobs...]   time knob strings side by side
+//   normgen-tune time  <workload> [--threads T] [--rounds R] [--evict-mib M] [knobs...]
+//                      time knob strings side by side (M: caches evicted before each run)
 //   normgen-tune gpucheck (--workload D | --suite FILE)... [--target host-opencl] [--tolerance E]
 //                      [--schedule KNOBS]  the GPU schedules on another GPU API vs the CPU ones
 //   normgen-tune best  --db FILE                              the winners, one line each
@@ -539,14 +540,16 @@ int cmd_trial(int argc, char **argv) {
 int cmd_time(int argc, char **argv) {
     if (argc < 1) throw std::invalid_argument("time needs a workload");
     Workload w = Workload::parse(argv[0]);
-    int threads = 1, rounds = 7, repeats = 5;
+    int threads = 1, rounds = 7, repeats = 5, evict_mib = 0;
     std::vector<std::string> knobs;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
         else if (a == "--rounds" && i + 1 < argc) rounds = std::stoi(argv[++i]);
+        else if (a == "--evict-mib" && i + 1 < argc) evict_mib = std::stoi(argv[++i]);
         else knobs.push_back(a);
     }
+    if (evict_mib < 0) throw std::invalid_argument("--evict-mib must not be negative");
     if (knobs.empty()) knobs.push_back("");
     setenv("HL_NUM_THREADS", std::to_string(threads).c_str(), 1);
     JitWorkload jw(w, Halide::get_jit_target_from_environment());
@@ -554,9 +557,11 @@ int cmd_time(int argc, char **argv) {
     for (const std::string &k : knobs) inst.push_back(jw.instantiate(k));
     std::vector<Instance *> ptrs;
     for (Instance &i : inst) ptrs.push_back(&i);
-    std::vector<double> t = time_interleaved(ptrs, rounds, repeats);
+    std::vector<double> t = time_interleaved(ptrs, rounds, repeats, 2, static_cast<size_t>(evict_mib) << 20);
     const double bytes = static_cast<double>(jw.bytes(inst[0]));
-    std::printf("%s, %d thread(s), %.1f MB moved\n", w.descriptor().c_str(), threads, bytes / 1e6);
+    std::printf("%s, %d thread(s), %.1f MB moved, %s\n", w.descriptor().c_str(), threads, bytes / 1e6,
+                evict_mib ? ("caches evicted by " + std::to_string(evict_mib) + " MiB before each run").c_str()
+                          : "data in cache");
     for (size_t i = 0; i < inst.size(); i++)
         std::printf("%-60s %8.3f ms  %6.1f GB/s  %.3fx of the first  (compile %.1fs)\n",
                     inst[i].knobs.empty() ? "(defaults)" : inst[i].knobs.c_str(), t[i] * 1e3, bytes / t[i] / 1e9,
@@ -764,7 +769,7 @@ int main(int argc, char **argv) {
         "usage: normgen-tune run --db FILE (--workload D | --suite FILE)... [--budget N] [--threads T] [--seed S]\n"
         "                        [--rounds R] [--repeats K] [--resume] [--autoschedulers Adams2019,Mullapudi2016,Li2018]\n"
         "                        [--autoscheduler-timeout SECONDS (600)] [--try KNOBS]...\n"
-        "       normgen-tune time <workload> [--threads T] [--rounds R] [knobs...]\n"
+        "       normgen-tune time <workload> [--threads T] [--rounds R] [--evict-mib M] [knobs...]\n"
         "       normgen-tune gpucheck (--workload D | --suite FILE)... [--target host-opencl] [--tolerance E]\n"
         "                        [--schedule KNOBS]\n"
         "       normgen-tune best --db FILE\n"
