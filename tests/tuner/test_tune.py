@@ -2,6 +2,7 @@
 small shapes, a killed run resumes without losing or repeating trials, merge, and the
 errors for corrupt, foreign and malformed input. The binary comes from $NORMGEN_TUNE."""
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -248,3 +249,17 @@ def test_time_compares_knob_strings_side_by_side(evict):
     assert all(float(ln.split()[1]) > 0 for ln in lines[1:]), r.stdout
     bad = tune("time", "rms_norm:fwd:f32:64x256", "--evict-mib", "-1", check=False)
     assert bad.returncode != 0 and "--evict-mib" in bad.stderr, bad.stderr
+
+
+def test_resume_with_a_larger_budget_replays_the_random_start(tmp_path):
+    # The random start is drawn in fixed blocks, so its first samples do not depend on
+    # the budget: a second run with twice the budget finds the first run's default and
+    # its three random-start trials in the log (the one-knob steps after them differ).
+    db = str(tmp_path / "t.db")
+    args = ["run", "--db", db, "--workload", "layer_norm:bwd:f32:64x300", *FAST]
+    first = tune(*args, "--budget", "6")
+    assert "(6 measured, 0 from the log)" in first.stdout, first.stdout
+    second = tune(*args, "--budget", "12", "--resume")
+    measured, logged = (int(v) for v in re.search(r"\((\d+) measured, (\d+) from the log\)", second.stdout).groups())
+    assert measured + logged == 12 and logged >= 4, second.stdout
+    assert len(trials(db)) == 6 + measured

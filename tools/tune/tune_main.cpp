@@ -231,19 +231,30 @@ private:
     double t0_;
 };
 
-// The knob indices of candidate i: Latin-hypercube samples (each knob's values split
-// into strata, one stratum per sample, shuffled per knob) for the first half of the
-// budget; later candidates come from local steps (`step`).
-std::vector<std::vector<int>> latin_hypercube(const std::vector<KnobSpec> &space, int n, std::mt19937 &rng) {
-    std::vector<std::vector<int>> pts(n, std::vector<int>(space.size()));
-    for (size_t d = 0; d < space.size(); d++) {
-        std::vector<int> perm(n);
-        std::iota(perm.begin(), perm.end(), 0);
-        std::shuffle(perm.begin(), perm.end(), rng);
-        std::uniform_real_distribution<double> u(0, 1);
-        const int k = static_cast<int>(space[d].values.size());
-        for (int i = 0; i < n; i++) pts[i][d] = std::min(k - 1, static_cast<int>((perm[i] + u(rng)) * k / n));
+// The knob indices of the random start: Latin-hypercube samples (each knob's values
+// split into strata, one stratum per sample, shuffled per knob) in blocks of
+// `kLhsBlock`, block b drawn from its own generator seeded by (seed, b). The first n
+// samples are then the same for every n, so a --resume with a larger budget replays
+// the first run's random start from the log instead of drawing a different one.
+constexpr int kLhsBlock = 8;
+std::vector<std::vector<int>> latin_hypercube(const std::vector<KnobSpec> &space, int n, unsigned seed) {
+    std::vector<std::vector<int>> pts;
+    for (int b = 0; static_cast<int>(pts.size()) < n; b++) {
+        std::seed_seq sq{seed, static_cast<unsigned>(b)};
+        std::mt19937 rng(sq);
+        std::vector<std::vector<int>> block(kLhsBlock, std::vector<int>(space.size()));
+        for (size_t d = 0; d < space.size(); d++) {
+            std::vector<int> perm(kLhsBlock);
+            std::iota(perm.begin(), perm.end(), 0);
+            std::shuffle(perm.begin(), perm.end(), rng);
+            std::uniform_real_distribution<double> u(0, 1);
+            const int k = static_cast<int>(space[d].values.size());
+            for (int i = 0; i < kLhsBlock; i++)
+                block[i][d] = std::min(k - 1, static_cast<int>((perm[i] + u(rng)) * k / kLhsBlock));
+        }
+        pts.insert(pts.end(), block.begin(), block.end());
     }
+    pts.resize(n);
     return pts;
 }
 
@@ -292,7 +303,8 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
     JitWorkload jw(w, target);
     Instance def = jw.instantiate("");
     def.run();
-    std::mt19937 rng(o.seed ^ static_cast<unsigned>(std::hash<std::string>()(wl)));
+    const unsigned seed = o.seed ^ static_cast<unsigned>(std::hash<std::string>()(wl));
+    std::mt19937 rng(seed);
     std::set<std::string> tried;
     std::string best_knobs = "";
     double best_ratio = 1.0;
@@ -350,7 +362,7 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
         step(p.knobs, p.index, " (--try) -> ");
     }
     const int n_lhs = std::max(1, o.budget / 2);
-    std::vector<std::vector<int>> lhs = latin_hypercube(space, n_lhs, rng);
+    std::vector<std::vector<int>> lhs = latin_hypercube(space, n_lhs, seed);
     for (int i = 0; done < o.budget && attempts < 50 * o.budget; attempts++) {
         std::vector<int> idx;
         if (i < n_lhs) {
