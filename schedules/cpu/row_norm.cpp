@@ -91,7 +91,7 @@ void schedule_row_norm_backward_cpu(alg::RowNormBackward &p, const RowNormCpuPar
     // while the block's rows stream through it from L2. Each tile is one more pass over
     // the block's rows, and a tile wider than the row runs its guarded, empty vectors on
     // every row (LayerNorm 32768x256 backward, 16 lanes, 1 and 2 threads: 32-vector tiles
-    // 1.14-1.17x the time of 16-vector ones, two 8-vector tiles 1.06-1.17x): so as many
+    // 1.16-1.25x the time of 16-vector ones, two 8-vector tiles 1.10-1.17x): so as many
     // tiles as `partial_tile` needs, of equal width, none wider than the row.
     const Expr row_vectors = max((cols + lanes - 1) / lanes, 1);
     const Expr tiles = (row_vectors + k.partial_tile - 1) / k.partial_tile;

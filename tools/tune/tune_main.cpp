@@ -556,12 +556,11 @@ int cmd_time(int argc, char **argv) {
     std::vector<std::string> knobs;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
-        if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
-        else if (a == "--rounds" && i + 1 < argc) rounds = std::stoi(argv[++i]);
-        else if (a == "--evict-mib" && i + 1 < argc) evict_mib = std::stoi(argv[++i]);
+        if (a == "--threads" && i + 1 < argc) threads = int_option(a, argv[++i], 1);
+        else if (a == "--rounds" && i + 1 < argc) rounds = int_option(a, argv[++i], 1);
+        else if (a == "--evict-mib" && i + 1 < argc) evict_mib = int_option(a, argv[++i], 0);
         else knobs.push_back(a);
     }
-    if (evict_mib < 0) throw std::invalid_argument("--evict-mib must not be negative");
     if (knobs.empty()) knobs.push_back("");
     setenv("HL_NUM_THREADS", std::to_string(threads).c_str(), 1);
     JitWorkload jw(w, Halide::get_jit_target_from_environment());
