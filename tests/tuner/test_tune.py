@@ -88,6 +88,7 @@ def test_try_candidates_are_logged_as_the_search_writes_them(tmp_path):
         r = tune("run", "--db", str(tmp_path / "u.db"), "--workload", "batch_norm:fwd:f32:4x32x7x7:nchw",
                  "--try", bad, check=False)
         assert r.returncode != 0 and "--try" in r.stderr, r.stderr
+        assert not (tmp_path / "u.db").exists()  # refused before the log is created
 
 
 def test_killed_run_resumes(tmp_path):

@@ -486,13 +486,16 @@ int cmd_run(int argc, char **argv) {
     if (o.db.empty() || o.workloads.empty()) throw std::invalid_argument("run needs --db and at least one --workload or --suite");
     if (o.budget < 1 || o.threads < 1 || o.rounds < 1 || o.repeats < 1)
         throw std::invalid_argument("--budget, --threads, --rounds and --repeats must be positive");
-    for (const std::string &d : o.workloads) Workload::parse(d);  // every descriptor checked before any work
+    const Halide::Target target = Halide::get_jit_target_from_environment();
+    // Every descriptor, and every --try against each workload's knobs, checked before
+    // any work (and before the log is created).
+    for (const std::string &d : o.workloads) {
+        const std::vector<KnobSpec> space = Workload::parse(d).knob_space(target);
+        for (const std::string &k : o.tries) tried_point(space, k);
+    }
     setenv("HL_NUM_THREADS", std::to_string(o.threads).c_str(), 1);  // read at the JIT runtime's first use
     TrialDb db(o.db);
     const std::string machine = machine_description();
-    const Halide::Target target = Halide::get_jit_target_from_environment();
-    for (const std::string &d : o.workloads)  // every --try checked against every workload's knobs first
-        for (const std::string &k : o.tries) tried_point(Workload::parse(d).knob_space(target), k);
     if (!o.resume) {  // one read of the log: the workloads it already has on this machine
         std::set<std::string> logged;
         for (const Trial &t : db.all())
