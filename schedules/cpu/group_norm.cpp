@@ -97,9 +97,10 @@ void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNorm
     specialize_cases(p.y, activation_cases(p.activation));
 }
 
-void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNormCpuParams &k, const Target &t,
+void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNormCpuParams &knobs, const Target &t,
                                       const std::string &layout, const alg::GroupIndexing &gi,
                                       const Expr &spatial) {
+    const ChannelNormCpuParams k = backward_knobs(knobs, t);
     Var s = alg::spatial_var(), j = alg::in_group_var(), g = alg::group_var(), c = alg::channel_var(),
         n = alg::batch_var();
     const int lanes = lanes_of(k, t);

@@ -56,12 +56,18 @@ inline Halide::Var vectorized(Halide::Stage s, const Halide::Var &x, int width) 
     return xo;
 }
 
-// Each iteration of `out`'s loop `at` also prefetches the inputs `streamed` that the
-// same iteration of the enclosing loop `from` will read `ahead` iterations later (the
-// next rows, the next groups), so their first read from DRAM overlaps this unit's
-// passes in cache instead of following them. Each of `streamed` must be a generator
-// input: such a Func only reads its buffer and is inlined away, so the prefetch names
-// the buffer (a prefetch of the Func itself finds no region and Halide drops it).
+// Each iteration of `out`'s loop `at` prefetches the inputs `streamed` that the same
+// iteration of the enclosing loop `from` reads `ahead` iterations later. Each of
+// `streamed` must be a generator input: such a Func only reads its buffer and is
+// inlined away, so the prefetch names the buffer (a prefetch of the Func itself finds
+// no region and Halide drops it).
+// Caveat, found 2026-12-07 in the lowered statements: where `from` is, or lies inside,
+// a loop fused by compute_with (the row norms' row loop, which their statistics share;
+// the backward's row-block loop, shared with the parameter-gradient partials), Halide 21
+// loses the offset: it places the prefetch before the fusion renames the loops
+// (r.ri -> r.fused.ri), so the region is computed for the current iteration and the
+// prefetch fetches the vector its loop is about to load; `ahead` 1..4 lower to the same
+// statement. See row_norm.cpp for what that measures.
 inline void prefetch_ahead(Halide::Func out, const std::vector<Halide::Func> &streamed, const Halide::Var &at,
                            const Halide::Var &from, int ahead) {
     using namespace Halide;

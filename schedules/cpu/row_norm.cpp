@@ -34,10 +34,16 @@ void schedule_row_norm_forward_cpu(alg::RowNormForward &p, const RowNormCpuParam
         .split(j, jo, ji, lanes * k.out_unroll, TailStrategy::GuardWithIf)
         .vectorize(ji)
         .parallel(rb);
-    // Auto: 2 rows ahead when two reductions (LayerNorm's mean, then deviations) re-read
-    // the row in cache before the output loop. Measured (normgen-tune time, f32, 1 and 2
-    // threads, 2026-12-07): LayerNorm 8192x1024 and 32768x256 0.76-0.83x of no prefetch,
-    // 2048x4096 and 512x12288 0.95-1.10x; RMSNorm (one reduction) 0.94-1.18x, so none there.
+    // Prefetch in the output loop: with the statistics fused into the row loop, Halide
+    // loses the rows-ahead offset (reduction.h), so any prefetch_rows > 0 prefetches each
+    // vector just before the output loop loads it. That still pays where two reductions
+    // re-read the row in cache before the output loop (auto: on for LayerNorm, off for
+    // RMSNorm). Measured (normgen-tune time, f32, 1 and 2 threads, 2026-12-07): LayerNorm
+    // 8192x1024 and 32768x256 0.76-0.83x of no prefetch, 2048x4096 and 512x12288
+    // 0.95-1.10x; RMSNorm (one reduction) 0.94-1.18x. A true next-row prefetch, placed in
+    // the deviation pass (a loop compute_with does not rename), ran 1.06-1.7x slower than
+    // none on all four LayerNorm shapes at 1 thread (presumably the hardware prefetchers
+    // already stream the next row, and the extra lines evict the current one from L1).
     const int auto_ahead = p.reductions.size() >= 2 ? 2 : 0;
     prefetch_ahead(p.y, p.streamed, jo, ri, k.prefetch_rows >= 0 ? k.prefetch_rows : auto_ahead);
     p.stats.split(r, rb, ri, task_rows, TailStrategy::GuardWithIf).parallel(rb).compute_with(p.y, ri);
@@ -75,8 +81,9 @@ void schedule_row_norm_backward_cpu(alg::RowNormBackward &p, const RowNormCpuPar
         .split(j, jo, ji, lanes * k.out_unroll, TailStrategy::GuardWithIf)
         .vectorize(ji)
         .parallel(rb);
-    // Auto: none. Measured as above: 1.0-1.15x of no prefetch, except LayerNorm 2048x4096
-    // at 1 thread (0.83-0.86x), which the tuner finds.
+    // Auto: none (a prefetch of each vector before its load, as in the forward).
+    // Measured as above: 1.0-1.15x of none, except LayerNorm 2048x4096 at 1 thread
+    // (0.83-0.86x), which the tuner finds.
     prefetch_ahead(p.dx, p.streamed, jo, ri, std::max(k.prefetch_rows, 0));
     vector_reduction(p.row_sums, p.k, r, lanes * k.accumulators, LoopLevel(p.dx, ri));
     if (!p.col_sums.defined()) return;

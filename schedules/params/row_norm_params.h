@@ -16,7 +16,7 @@ struct RowNormCpuParams {
     int min_blocks = 8;       // backward: at least this many row blocks (parallel tasks)
     int min_block_rows = 16;  // backward: at least this many rows per block (partial traffic)
     int partial_tile = 32;    // backward: vectors per column tile of the dweight/dbias partials
-    int prefetch_rows = -1;   // rows ahead whose inputs the output loop prefetches (0: none, -1: auto)
+    int prefetch_rows = -1;   // > 0: the output loop prefetches its inputs (0: none, -1: auto); see row_norm.cpp
 
     static constexpr IntKnob<RowNormCpuParams> knobs[] = {
         {"vector_lanes", &RowNormCpuParams::vector_lanes, 0, 64, "float32 lanes per vector (0: natural)"},
@@ -28,7 +28,7 @@ struct RowNormCpuParams {
         {"min_blocks", &RowNormCpuParams::min_blocks, 1, 4096, "backward minimum number of row blocks", "bwd"},
         {"min_block_rows", &RowNormCpuParams::min_block_rows, 1, 4096, "backward minimum rows per block", "bwd"},
         {"partial_tile", &RowNormCpuParams::partial_tile, 1, 64, "backward vectors per partial column tile", "bwd"},
-        {"prefetch_rows", &RowNormCpuParams::prefetch_rows, -1, 4, "rows ahead prefetched by the output loop (-1: auto)"},
+        {"prefetch_rows", &RowNormCpuParams::prefetch_rows, -1, 4, "> 0: output-loop prefetch (rows-ahead offset lost to compute_with: 1-4 alike; -1: auto)"},
     };
 
     static RowNormCpuParams parse(const std::string &text) {
