@@ -62,7 +62,7 @@ void schedule_batch_norm_forward_cpu(alg::ChannelNormForward &p, const ChannelNo
 void schedule_batch_norm_backward_cpu(alg::ChannelNormBackward &p, const ChannelNormCpuParams &knobs, const Target &t,
                                       const std::string &layout, const Expr &spatial, const Expr &channels,
                                       const Expr &batch) {
-    const ChannelNormCpuParams k = backward_knobs(knobs, t);
+    const ChannelNormCpuParams k = backward_knobs(knobs, t, p.activation.defined());
     Var s = alg::spatial_var(), c = alg::channel_var(), n = alg::batch_var();
     const int lanes = lanes_of(k, t);
     const std::vector<Expr> cases = activation_cases(p.activation);

@@ -17,14 +17,16 @@ inline int lanes_of(const ChannelNormCpuParams &k, const Halide::Target &t) {
 }
 
 // The knobs a backward pass runs with: `vector_lanes` 0 means half the natural width
-// where a 512-bit vector operation runs as two 256-bit halves (Zen 4), the natural width
-// elsewhere. Measured (normgen-tune time, interleaved, 1 and 2 threads, Zen 4 VM,
-// 2026-12-07): 8 lanes took 0.85-1.01x the time of 16 on the backward of each of the 21
-// NCHW channel-suite workloads (BatchNorm, InstanceNorm, GroupNorm) and 0.79-1.03x on the
-// channels-last BatchNorm and GroupNorm ones, but up to 1.15x on forwards (BatchNorm
-// 1x32x224x224), which keep the natural width.
-inline ChannelNormCpuParams backward_knobs(ChannelNormCpuParams k, const Halide::Target &t) {
-    if (k.vector_lanes == 0 && t.has_feature(Halide::Target::AVX512_Zen4))
+// where a 512-bit vector operation runs as two 256-bit halves (Zen 4) and the kernel
+// has no fused activation epilogue; the natural width otherwise. Measured
+// (normgen-tune time, interleaved, 1 and 2 threads, Zen 4 VM, 2026-12-07): 16 lanes took
+// 0.95-1.25x the time of 8 on the backwards of the channel suite (BatchNorm,
+// InstanceNorm, GroupNorm, both layouts; 1.00-1.25x on all but four), and forwards were
+// up to 1.15x slower at 8; but with the fused epilogue the per-element activation
+// gradient makes the wider vector pay: GroupNorm+SiLU backward 0.78-0.86x at 16 lanes,
+// BatchNorm+add+ReLU 0.94-1.05x.
+inline ChannelNormCpuParams backward_knobs(ChannelNormCpuParams k, const Halide::Target &t, bool fused_epilogue) {
+    if (k.vector_lanes == 0 && !fused_epilogue && t.has_feature(Halide::Target::AVX512_Zen4))
         k.vector_lanes = t.natural_vector_size<float>() / 2;
     return k;
 }

@@ -100,7 +100,7 @@ void schedule_group_norm_forward_cpu(alg::GroupNormForward &p, const ChannelNorm
 void schedule_group_norm_backward_cpu(alg::GroupNormBackward &p, const ChannelNormCpuParams &knobs, const Target &t,
                                       const std::string &layout, const alg::GroupIndexing &gi,
                                       const Expr &spatial) {
-    const ChannelNormCpuParams k = backward_knobs(knobs, t);
+    const ChannelNormCpuParams k = backward_knobs(knobs, t, p.activation.defined());
     Var s = alg::spatial_var(), j = alg::in_group_var(), g = alg::group_var(), c = alg::channel_var(),
         n = alg::batch_var();
     const int lanes = lanes_of(k, t);

@@ -16,7 +16,7 @@ struct ChannelNormCpuParams {
     int channel_vectors = 16; // channels-last: C = lanes x v (v = this, this / 2, ..., 2) runs as one chunk
 
     static constexpr IntKnob<ChannelNormCpuParams> knobs[] = {
-        {"vector_lanes", &ChannelNormCpuParams::vector_lanes, 0, 64, "float32 lanes per vector (0: natural; BatchNorm/InstanceNorm/GroupNorm backward on Zen 4: half)"},
+        {"vector_lanes", &ChannelNormCpuParams::vector_lanes, 0, 64, "float32 lanes per vector (0: natural; unfused channel-norm backward on Zen 4: half)"},
         {"accumulators", &ChannelNormCpuParams::accumulators, 1, 16, "vector accumulators per reduction"},
         {"out_unroll", &ChannelNormCpuParams::out_unroll, 1, 8, "vectors per output-loop iteration"},
         {"block_kib", &ChannelNormCpuParams::block_kib, 4, 65536, "channels-last KiB per reduction block"},
