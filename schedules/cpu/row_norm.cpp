@@ -41,9 +41,9 @@ void schedule_row_norm_forward_cpu(alg::RowNormForward &p, const RowNormCpuParam
     // RMSNorm). Measured (normgen-tune time, f32, 1 and 2 threads, 2026-12-07): LayerNorm
     // 8192x1024 and 32768x256 0.76-0.83x of no prefetch, 2048x4096 and 512x12288
     // 0.95-1.10x; RMSNorm (one reduction) 0.94-1.18x. A true next-row prefetch, placed in
-    // the deviation pass (a loop compute_with does not rename), ran 1.06-1.7x slower than
-    // none on all four LayerNorm shapes at 1 thread (presumably the hardware prefetchers
-    // already stream the next row, and the extra lines evict the current one from L1).
+    // the deviation pass (a loop compute_with does not rename), 1, 2 or 4 rows ahead, took
+    // 0.97-1.71x the time of none on the four LayerNorm shapes at 1 thread, slower in 11
+    // of the 12 (presumably the hardware prefetchers already stream the next row).
     const int auto_ahead = p.reductions.size() >= 2 ? 2 : 0;
     prefetch_ahead(p.y, p.streamed, jo, ri, k.prefetch_rows >= 0 ? k.prefetch_rows : auto_ahead);
     p.stats.split(r, rb, ri, task_rows, TailStrategy::GuardWithIf).parallel(rb).compute_with(p.y, ri);
