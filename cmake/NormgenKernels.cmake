@@ -10,7 +10,11 @@
 # grammar, whose lines carry the winning `schedule=`, usually a `shape=` (rows x cols,
 # or N x C x spatial) and the `threads=` it was tuned at: the runtime prefers a kernel
 # whose shape is the call's, then a tuned kernel without a shape, then the kernel
-# list's — a tuned kernel only when the call runs on its thread count.
+# list's — a tuned kernel only when the call runs on its thread count, and, when its
+# line has `cpu=` (the tuning machine's instruction-set feature, e.g. avx512_zen4), only
+# on CPUs that have that feature: a schedule tuned on one instruction set is no evidence
+# for another (they are still compiled for every target, so they run anywhere when
+# called directly, and NORMGEN_TUNED_ANY_CPU=1 dispatches them on any CPU, for tests).
 #
 # In a consumer project (installed with normgen; find_package(normgen) includes it):
 #   normgen_add_kernels(TARGET <your target>
@@ -41,6 +45,10 @@ set(NORMGEN_CPU_TARGETS
 # only launches kernels, so its baseline ISA is enough.
 set(NORMGEN_CUDA_TARGET "x86-64-linux-sse41-cuda-cuda_capability_80-${NORMGEN_X86_FEATURES}"
     CACHE STRING "Halide target of the cuda kernels (empty: no cuda kernels)")
+
+# The instruction-set features a tuned line's `cpu=` may name (Halide's names; the
+# runtime's table in kernel_table.cpp maps the same ones).
+set(NORMGEN_CPU_FEATURE_NAMES "sse41|avx|avx2|fma|f16c|avx512|avx512_skylake|avx512_cannonlake|avx512_zen4|avx512_sapphirerapids")
 
 # The target class of a list of Halide targets: cuda when they name the cuda feature.
 function(_normgen_target_class out)
@@ -174,6 +182,7 @@ function(_normgen_expand)
         set(schedule "")
         set(shape "")
         set(threads 0)
+        set(cpu "")
         set(variant_keys "")
         foreach (kv IN LISTS kvs)
             if (NOT kv MATCHES "^([a-z_0-9]+)=(.+)$")
@@ -200,6 +209,9 @@ function(_normgen_expand)
                     message(FATAL_ERROR "${where}: threads= expects the thread count the schedule was tuned for, got '${v}'")
                 endif ()
                 set(threads "${v}")
+            elseif (k STREQUAL "cpu")
+                _normgen_check_values("${where}" cpu "${NORMGEN_CPU_FEATURE_NAMES}" "${v}")
+                set(cpu "${v}")
             else ()
                 list(APPEND variant_keys "${k}")
                 string(REPLACE "," ";" "values_${k}" "${v}")
@@ -321,7 +333,7 @@ function(_normgen_expand)
                                        PARAMS ${params})
                     list(APPEND libs ${name})
                     string(APPEND includes "#include \"${name}.h\"\n")
-                    string(APPEND rows "NORMGEN_KERNEL(${name}, \"${op}\", \"${dir}\", \"${d}\", \"${l}\", \"${variant}\", \"${kshape}\", \"${tclass}\", \"${schedule}\", ${threads})\n")
+                    string(APPEND rows "NORMGEN_KERNEL(${name}, \"${op}\", \"${dir}\", \"${d}\", \"${l}\", \"${variant}\", \"${kshape}\", \"${tclass}\", \"${schedule}\", ${threads}, \"${cpu}\")\n")
                     endforeach ()
                 endforeach ()
             endforeach ()
@@ -450,8 +462,8 @@ function(normgen_add_kernels)
 
 @includes@
 namespace {
-#define NORMGEN_KERNEL(fn, op, dir, dtype, layout, variant, shape, target, schedule, threads) \
-    {{#fn, op, dir, dtype, layout, variant, shape, target, schedule, threads}, &fn##_argv, &fn##_metadata},
+#define NORMGEN_KERNEL(fn, op, dir, dtype, layout, variant, shape, target, schedule, threads, cpu) \
+    {{#fn, op, dir, dtype, layout, variant, shape, target, schedule, threads, cpu}, &fn##_argv, &fn##_metadata},
 const normgen::ExternalKernel kKernels[] = {
 @rows@};
 #undef NORMGEN_KERNEL

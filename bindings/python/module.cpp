@@ -423,9 +423,11 @@ PYBIND11_MODULE(_normgen, m) {
             d["target"] = k.target;
             d["schedule"] = k.schedule;
             d["threads"] = k.threads;
+            d["cpu"] = k.cpu ? k.cpu : "";
             out.append(d);
         }
         return out;
     }, "The kernel table: one dict per kernel (generators/kernels.list, the tuned table, and kernels "
-       "a consumer registered); a tuned kernel runs only at its 'shape' and 'threads' (0: any).");
+       "a consumer registered); a tuned kernel runs only at its 'shape' and 'threads' (0: any), on CPUs with its 'cpu' "
+       "feature ('': any).");
 }

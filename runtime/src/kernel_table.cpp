@@ -30,8 +30,9 @@ namespace {
 
 std::vector<Kernel> build_table() {
     std::vector<Kernel> t;
-#define NORMGEN_KERNEL(fn, op, dir, dtype, layout, variant, shape, target, schedule, threads) \
-    t.push_back(Kernel{KernelInfo{#fn, op, dir, dtype, layout, variant, shape, target, schedule, threads}, &fn##_argv, &fn##_metadata});
+#define NORMGEN_KERNEL(fn, op, dir, dtype, layout, variant, shape, target, schedule, threads, cpu) \
+    t.push_back(Kernel{KernelInfo{#fn, op, dir, dtype, layout, variant, shape, target, schedule, threads, cpu}, \
+                       &fn##_argv, &fn##_metadata});
 #include "normgen/kernel_table.inc"
 #undef NORMGEN_KERNEL
     return t;
@@ -97,6 +98,58 @@ int capped_can_use_target_features(int count, const uint64_t *features) {
     if (g_cpu_cap != CpuCap::best && avx512) return 0;
     if (g_cpu_cap == CpuCap::sse41 && avx) return 0;
     return halide_default_can_use_target_features(count, features);
+}
+
+// The instruction-set features a tuned kernel's `cpu` may name (Halide's names; CMake's
+// NORMGEN_CPU_FEATURE_NAMES lists the same), each with the features it implies, as in
+// Halide's target strings: all are checked, since Halide's CPU probe reports only the
+// features it knows how to detect and passes the others (Halide 21 does not detect
+// avx512_zen4 itself, so on an AVX2-only CPU that bit alone would pass).
+struct CpuFeature {
+    const char *name;
+    std::array<halide_target_feature_t, 8> implies;  // (unused slots: halide_target_feature_end)
+};
+constexpr halide_target_feature_t kEnd = halide_target_feature_end;
+constexpr halide_target_feature_t kSse41 = halide_target_feature_sse41, kAvx = halide_target_feature_avx,
+                                  kAvx2 = halide_target_feature_avx2, kFma = halide_target_feature_fma,
+                                  kF16c = halide_target_feature_f16c, kAvx512 = halide_target_feature_avx512,
+                                  kSkl = halide_target_feature_avx512_skylake,
+                                  kCnl = halide_target_feature_avx512_cannonlake;
+constexpr CpuFeature kCpuFeatures[] = {
+    {"sse41", {kSse41, kEnd, kEnd, kEnd, kEnd, kEnd, kEnd, kEnd}},
+    {"avx", {kSse41, kAvx, kEnd, kEnd, kEnd, kEnd, kEnd, kEnd}},
+    {"avx2", {kSse41, kAvx, kAvx2, kFma, kF16c, kEnd, kEnd, kEnd}},
+    {"fma", {kSse41, kAvx, kFma, kEnd, kEnd, kEnd, kEnd, kEnd}},
+    {"f16c", {kSse41, kAvx, kF16c, kEnd, kEnd, kEnd, kEnd, kEnd}},
+    {"avx512", {kSse41, kAvx, kAvx2, kFma, kF16c, kAvx512, kEnd, kEnd}},
+    {"avx512_skylake", {kSse41, kAvx, kAvx2, kFma, kF16c, kAvx512, kSkl, kEnd}},
+    {"avx512_cannonlake", {kSse41, kAvx, kAvx2, kFma, kF16c, kAvx512, kSkl, kCnl}},
+    {"avx512_zen4", {kSse41, kAvx2, kFma, kF16c, kAvx512, kSkl, kCnl, halide_target_feature_avx512_zen4}},
+    {"avx512_sapphirerapids",
+     {kSse41, kAvx2, kFma, kF16c, kAvx512, kSkl, kCnl, halide_target_feature_avx512_sapphirerapids}},
+};
+
+const CpuFeature *cpu_feature(const char *name) {
+    for (const CpuFeature &f : kCpuFeatures)
+        if (!std::strcmp(f.name, name)) return &f;
+    return nullptr;
+}
+
+// Whether a tuned kernel's `cpu` feature ("" or null: any) is this CPU's (within
+// NORMGEN_CPU_FEATURES_MAX); NORMGEN_TUNED_ANY_CPU=1 says yes to all (tests of every
+// tuned kernel on any machine).
+bool cpu_matches(const char *cpu) {
+    static const bool any = [] {
+        const char *v = std::getenv("NORMGEN_TUNED_ANY_CPU");
+        return v && *v && std::strcmp(v, "0") != 0;
+    }();
+    if (!cpu || !*cpu || any) return true;
+    const CpuFeature *f = cpu_feature(cpu);
+    if (!f) return false;
+    uint64_t bits[(halide_target_feature_end + 63) / 64] = {};
+    for (halide_target_feature_t b : f->implies)
+        if (b != kEnd) bits[b / 64] |= uint64_t(1) << (b % 64);
+    return capped_can_use_target_features(int(std::size(bits)), bits) != 0;
 }
 
 std::once_flag g_init;
@@ -262,16 +315,19 @@ Selection select_kernel(const Request &req, std::string *why) {
         const bool layout_ok = generic || std::strcmp(i.layout, req.layout) == 0;
         const bool shape_ok = !shaped || same_shape(i.shape, req.shape);
         const bool threads_ok = !i.threads || i.threads == threads;
-        if (!(layout_ok && shape_ok && threads_ok)) {
+        const bool cpu_ok = cpu_matches(i.cpu);
+        if (!(layout_ok && shape_ok && threads_ok && cpu_ok)) {
             if (verbose) {
                 skipped += std::string("\n  skipped ") + i.name + ": ";
                 if (!layout_ok)
                     skipped += std::string("is for the ") + i.layout + " layout, the call's is " + req.layout;
                 else if (!shape_ok)
                     skipped += std::string("tuned for shape ") + i.shape + ", the call's is " + shape_text(req.shape.vec());
-                else
+                else if (!threads_ok)
                     skipped += "tuned for " + std::to_string(i.threads) + " thread(s), the call runs on " +
                                std::to_string(threads);
+                else
+                    skipped += std::string("tuned on a CPU with ") + i.cpu + ", this one has not";
             }
             return;
         }
@@ -412,6 +468,8 @@ std::string registration_problem(const ExternalKernel &e) {
     if (!e.argv_fn || !e.metadata_fn) return "kernel " + name + " has no entry points";
     if (std::strcmp(i.target, "cpu")) return "kernel " + name + " has target '" + i.target + "'; the runtime dispatches cpu kernels";
     if (i.threads < 0) return "kernel " + name + " has threads " + std::to_string(i.threads) + "; expected 0 (any) or more";
+    if (i.cpu && *i.cpu && !detail::cpu_feature(i.cpu))
+        return "kernel " + name + " has cpu '" + i.cpu + "'; expected a Halide x86 feature name like avx512_zen4";
     if (!valid_shape(i.shape)) return "kernel " + name + " has shape '" + i.shape + "'; expected sizes like 8192x1024";
     const char *layouts[] = {"contig", "strided", "nchw", "nhwc"};
     if (std::none_of(std::begin(layouts), std::end(layouts), [&](const char *l) { return !std::strcmp(l, i.layout); }))

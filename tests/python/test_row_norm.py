@@ -364,6 +364,33 @@ def test_verbose_dispatch_names_the_kernel(tmp_path):
     assert "skipped layer_norm_fwd_f32_contig_hb0_hw0: is for the contig layout, the call's is strided" in out.stderr
 
 
+def test_tuned_kernels_dispatch_only_on_the_cpu_they_were_tuned_on():
+    """A tuned kernel whose line names a CPU feature (cpu=avx512_zen4) is skipped on a CPU
+    without it (emulated: NORMGEN_CPU_FEATURES_MAX=avx2) unless NORMGEN_TUNED_ANY_CPU=1."""
+    import os
+    import subprocess
+    import sys
+
+    tuned = [k for k in cpu_kernels() if k["shape"] and k["cpu"] and k["op"] == "layer_norm" and k["dir"] == "fwd"
+             and "add_residual=1" not in k["variant"] and "has_bias=1,has_weight=1" in k["variant"]]
+    if not tuned:
+        pytest.skip("no tuned LayerNorm forward kernel with a cpu= feature in this build's tuned table")
+    k = tuned[0]
+    assert k["cpu"].startswith("avx512"), k  # (the committed table was tuned on an AVX-512 machine)
+    rows, cols = map(int, k["shape"].split("x"))
+    code = (f"import torch, normgen as ng; ng.set_num_threads({k['threads'] or 1}); "
+            f"ng.layer_norm(torch.randn({rows}, {cols}), ({cols},), torch.randn({cols}), torch.randn({cols})); "
+            "print(ng.last_kernel())")
+    env = {key: v for key, v in os.environ.items() if key != "NORMGEN_TUNED_ANY_CPU"}
+    env.update(NORMGEN_CPU_FEATURES_MAX="avx2", NORMGEN_VERBOSE="dispatch")
+    capped = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert capped.stdout.strip() != k["name"], capped.stdout
+    assert f"skipped {k['name']}: tuned on a CPU with {k['cpu']}, this one has not" in capped.stderr
+    env["NORMGEN_TUNED_ANY_CPU"] = "1"
+    anyway = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert anyway.stdout.strip() == k["name"], anyway.stdout
+
+
 def test_tuned_kernels_dispatch_only_at_their_shape_and_thread_count():
     """Kernels from the tuned table (schedules/tuned/) serve exactly their shape, on the
     thread count they were tuned at."""

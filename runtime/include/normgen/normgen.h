@@ -416,6 +416,8 @@ struct KernelInfo {
     const char *target;    // cpu | cuda
     const char *schedule;  // schedule knobs ("" = defaults)
     int threads;           // tuned kernels: the thread count they were tuned at, used only then (0: any)
+    const char *cpu;       // tuned kernels: the instruction-set feature of the CPU they were tuned on, as
+                           // Halide names it (e.g. avx512_zen4); used only on CPUs that have it ("" or null: any)
 };
 // A snapshot: the built-in kernels and any a consumer registered (normgen/kernel_registry.h).
 NORMGEN_API std::vector<KernelInfo> kernels();
