@@ -61,13 +61,13 @@ inline std::vector<int64_t> kernel_shape(const normgen::KernelInfo &k, std::vect
     return out;
 }
 
-// A tuned kernel is dispatched only on the thread count it was tuned at: a per-kernel
-// test sets that count for its scope (and restores the previous one).
 // Tuned kernels are dispatched only on CPUs with the feature they were tuned on (their
 // `cpu`); the per-kernel tests run every kernel through dispatch, on any machine (the
 // runtime reads this once, at the first dispatch, after static initialization).
 inline const bool kTunedKernelsOnAnyCpu = (::setenv("NORMGEN_TUNED_ANY_CPU", "1", 0), true);
 
+// A tuned kernel is dispatched only on the thread count it was tuned at: a per-kernel
+// test sets that count for its scope (and restores the previous one).
 class KernelThreads {
 public:
     explicit KernelThreads(const normgen::KernelInfo &k) : old_(k.threads ? normgen::set_num_threads(k.threads) : 0) {}
