@@ -315,7 +315,8 @@ Selection select_kernel(const Request &req, std::string *why) {
         const bool layout_ok = generic || std::strcmp(i.layout, req.layout) == 0;
         const bool shape_ok = !shaped || same_shape(i.shape, req.shape);
         const bool threads_ok = !i.threads || i.threads == threads;
-        const bool cpu_ok = cpu_matches(i.cpu);
+        // (the CPU probe only for a kernel that would otherwise serve the call)
+        const bool cpu_ok = !(layout_ok && shape_ok && threads_ok) || cpu_matches(i.cpu);
         if (!(layout_ok && shape_ok && threads_ok && cpu_ok)) {
             if (verbose) {
                 skipped += std::string("\n  skipped ") + i.name + ": ";
