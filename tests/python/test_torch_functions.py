@@ -239,3 +239,56 @@ def test_double_backward_is_a_clear_error():
     y = NF.layer_norm(x, (16,))
     with pytest.raises(NotImplementedError, match="double backward"):
         torch.autograd.grad((y * y).sum(), x, create_graph=True)
+
+
+# ---- no gradient wanted: the forward alone, the same results --------------------------------
+
+def _calls():
+    """(name, fn(x, w, b, state)) for every Function-backed wrapper; `state` holds fresh
+    running statistics, so an in-place update is part of what is compared."""
+    rho, mw, vw = torch.full((8,), 0.4), torch.tensor([0.3, -0.2, 0.5]), torch.tensor([-0.1, 0.4, 0.2])
+    return [
+        ("layer_norm", lambda x, w, b, s: NF.layer_norm(x, (8, 5, 5), None, None)),
+        ("rms_norm", lambda x, w, b, s: NF.rms_norm(x, (5,), None)),
+        ("add_layer_norm", lambda x, w, b, s: NF.add_layer_norm(x, x.detach() * 0.5, (5,))),
+        ("add_rms_norm", lambda x, w, b, s: NF.add_rms_norm(x, x.detach() * 0.5, (5,))),
+        ("batch_norm train", lambda x, w, b, s: NF.batch_norm(x, s[0], s[1], w, b, True, 0.1, 1e-5,
+                                                              num_batches_tracked=s[2])),
+        ("batch_norm eval", lambda x, w, b, s: NF.batch_norm(x, s[0], s[1], w, b, False)),
+        ("group_norm+relu", lambda x, w, b, s: NF.group_norm(x, 4, w, b, activation="relu")),
+        ("instance_norm", lambda x, w, b, s: NF.instance_norm(x, s[0], s[1], w, b, True)),
+        ("batch_instance_norm", lambda x, w, b, s: NF.batch_instance_norm(x, rho, w, b, s[0], s[1], True)),
+        ("switchable_norm", lambda x, w, b, s: NF.switchable_norm(x, mw, vw, w, b, s[0], s[1], True)),
+        ("weight_norm", lambda x, w, b, s: NF.weight_norm(x.reshape(6, -1), w.reshape(1, -1).repeat(1, 25), 1)),
+    ]
+
+
+@pytest.mark.parametrize("name", [n for n, _ in _calls()])
+def test_no_grad_runs_the_forward_alone_with_the_same_results(name, monkeypatch):
+    """Without a gradient to compute (grad mode off, or no input requiring one) the
+    wrappers skip autograd's bookkeeping: no graph node, and bit-identical outputs and
+    running-statistics updates to the differentiable call's."""
+    fn = dict(_calls())[name]
+    x, w, b = _data(6, 8, 5, 5), _param(8), _param(8, lo=-1, hi=1)
+
+    def run(requires_grad, grad_mode):
+        torch.manual_seed(0)
+        state = [torch.randn(8) + OFFSET, _param(8), torch.zeros((), dtype=torch.long)]
+        args = [t.detach().clone().requires_grad_(requires_grad) for t in (x, w, b)]
+        with torch.set_grad_enabled(grad_mode):
+            out = fn(*args, state)
+        return (out if isinstance(out, tuple) else (out,)), state
+
+    want, want_state = run(True, True)
+    assert all(o.grad_fn is not None for o in want), f"{name}: the differentiable call built no graph"
+    def no_apply(*args):
+        raise AssertionError(f"{name}: an inference call went through autograd.Function.apply")
+
+    monkeypatch.setattr(torch.autograd.Function, "apply", classmethod(no_apply))
+    for requires_grad, grad_mode in ((True, False), (False, True)):
+        got, got_state = run(requires_grad, grad_mode)
+        for g, w_ in zip(got, want):
+            assert g.grad_fn is None and not g.requires_grad, f"{name}: an inference call built a graph node"
+            assert torch.equal(g, w_.detach()), f"{name}: inference output differs from the differentiable call's"
+        for g, w_ in zip(got_state, want_state):
+            assert torch.equal(g, w_), f"{name}: running statistics differ from the differentiable call's"

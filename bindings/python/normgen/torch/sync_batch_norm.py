@@ -17,7 +17,7 @@ from torch import nn
 from .. import _normgen
 from .._arrays import counter_pointer, opt_spec, spec
 from ..functional import _nan_policy
-from .functional import _grad_like, _no_double_backward, _ones_for_bias, _want, batch_norm
+from .functional import _apply, _grad_like, _no_double_backward, _ones_for_bias, _want, batch_norm
 from .modules import _Float32Stats, runs_on_normgen
 
 __all__ = ["SyncBatchNorm", "SyncBatchNormFunction", "sync_batch_norm"]
@@ -109,8 +109,8 @@ def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, mo
     the world). Running statistics (float32, optional) are updated in place with the
     whole batch's statistics, identically on every process (``nan_policy`` as
     :func:`normgen.torch.functional.batch_norm`'s)."""
-    return SyncBatchNormFunction.apply(input, weight, bias, running_mean, running_var, eps, momentum,
-                                       num_batches_tracked, process_group, nan_policy)
+    return _apply(SyncBatchNormFunction, input, weight, bias, running_mean, running_var, eps, momentum,
+                  num_batches_tracked, process_group, nan_policy)
 
 
 class SyncBatchNorm(nn.SyncBatchNorm):
