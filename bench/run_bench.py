@@ -80,6 +80,7 @@ def min_bytes(op, direction, rows, cols, es=4):
 
 
 SETTLE_S = 0.005
+LEAD_IN_S = 0.005
 
 
 def time_interleaved(cands, repeats, rounds):
@@ -94,9 +95,14 @@ def time_interleaved(cands, repeats, rounds):
             # Each block in its own steady state: idle long enough for the previous
             # candidate's spinning worker threads (torch's OpenMP pool spins after every
             # parallel region; on 2 cores that steals the next kernel's threads), then
-            # one untimed lead-in call (wakes this candidate's own pool).
+            # untimed lead-in calls for LEAD_IN_S (wake this candidate's pool; on the
+            # 2-core VM a call right after the idle gap ran 2-4x slower than in the
+            # steady state, and the next ones took ~5 ms to get there, torch's alike).
             time.sleep(SETTLE_S)
+            lead_in_end = time.perf_counter() + LEAD_IN_S
             fn()
+            while time.perf_counter() < lead_in_end:
+                fn()
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 fn()
