@@ -5,7 +5,8 @@ kernel and keeps exactly what the backward kernel reads (the input, the paramete
 the float32 statistics), and whose backward runs normgen's backward kernel once for all
 gradients. Differentiating a backward again (``create_graph=True``) raises
 NotImplementedError. When no gradient is wanted (grad mode off, or no input requiring
-one) the forward runs alone, without an autograd node. Inputs are CPU or CUDA tensors of float32, float16 or bfloat16.
+one) the forward runs alone, without an autograd node. Inputs are CPU or CUDA tensors
+of float32, float16 or bfloat16.
 """
 from __future__ import annotations
 
