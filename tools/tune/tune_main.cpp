@@ -233,13 +233,17 @@ private:
 
 // The knob indices of the random start: Latin-hypercube samples (each knob's values
 // split into strata, one stratum per sample, shuffled per knob) in blocks of
-// `kLhsBlock`, block b drawn from its own generator seeded by (seed, b). The first n
-// samples are then the same for every n, so a --resume with a larger budget replays
-// the first run's random start from the log instead of drawing a different one.
-constexpr int kLhsBlock = 8;
-std::vector<std::vector<int>> latin_hypercube(const std::vector<KnobSpec> &space, int n, unsigned seed) {
+// `kLhsBlock`, block b drawn from its own generator seeded by (seed, b), less the
+// samples `rejected` turns down (they would never be compiled). The first n samples
+// are then the same for every n, so a --resume with a larger budget replays the first
+// run's random start from the log instead of drawing a different one. (Filtering after
+// the cut instead made a budget-6 run on LayerNorm backward keep 1 of its 3 samples,
+// and the rest of its budget went to timing-dependent one-knob steps.)
+constexpr int kLhsBlock = 8, kLhsMaxBlocks = 64;
+std::vector<std::vector<int>> latin_hypercube(const std::vector<KnobSpec> &space, int n, unsigned seed,
+                                              const Halide::Target &target) {
     std::vector<std::vector<int>> pts;
-    for (int b = 0; static_cast<int>(pts.size()) < n; b++) {
+    for (int b = 0; static_cast<int>(pts.size()) < n && b < kLhsMaxBlocks; b++) {
         std::seed_seq sq{seed, static_cast<unsigned>(b)};
         std::mt19937 rng(sq);
         std::vector<std::vector<int>> block(kLhsBlock, std::vector<int>(space.size()));
@@ -252,9 +256,10 @@ std::vector<std::vector<int>> latin_hypercube(const std::vector<KnobSpec> &space
             for (int i = 0; i < kLhsBlock; i++)
                 block[i][d] = std::min(k - 1, static_cast<int>((perm[i] + u(rng)) * k / kLhsBlock));
         }
-        pts.insert(pts.end(), block.begin(), block.end());
+        for (const std::vector<int> &p : block)
+            if (rejected(space, p, target).empty()) pts.push_back(p);
     }
-    pts.resize(n);
+    if (static_cast<int>(pts.size()) > n) pts.resize(n);
     return pts;
 }
 
@@ -361,11 +366,10 @@ int tune_workload(const Options &o, TrialDb &db, const std::string &descriptor, 
         const TriedPoint p = tried_point(space, k);
         step(p.knobs, p.index, " (--try) -> ");
     }
-    const int n_lhs = std::max(1, o.budget / 2);
-    std::vector<std::vector<int>> lhs = latin_hypercube(space, n_lhs, seed);
-    for (int i = 0; done < o.budget && attempts < 50 * o.budget; attempts++) {
+    const std::vector<std::vector<int>> lhs = latin_hypercube(space, std::max(1, o.budget / 2), seed, target);
+    for (size_t i = 0; done < o.budget && attempts < 50 * o.budget; attempts++) {
         std::vector<int> idx;
-        if (i < n_lhs) {
+        if (i < lhs.size()) {
             idx = lhs[i++];
         } else {  // a one-knob step from the best so far
             idx = index_of.at(best_knobs);
